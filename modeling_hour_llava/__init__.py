@@ -1,0 +1,55 @@
+"""Hour-LLaVA for the Hugging Face stack.
+
+The files of this folder are copied into every checkpoint (`save_pretrained` follows their single-dot imports), so a
+checkpoint loads with `trust_remote_code=True` where this package is not installed. Importing the package also
+registers the classes with the Auto factories, so `trust_remote_code` is not needed where it is installed.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
+
+from .configuration_hour_llava import HourLlavaConfig
+from .memory_hour_llava import num_image_tokens, num_video_tokens, video_token_budget
+from .modeling_hour_llava import (
+    AUTO_MAP,
+    HourLlavaForConditionalGeneration,
+    HourLlavaInputError,
+    HourLlavaModel,
+    HourLlavaPreTrainedModel,
+    HourLlavaVideoMemory,
+)
+
+def register_auto_classes() -> None:
+    """Make `Auto*.from_pretrained` / `save_pretrained` know Hour-LLaVA (idempotent)."""
+    HourLlavaConfig.register_for_auto_class()
+    HourLlavaModel.register_for_auto_class("AutoModel")
+    HourLlavaForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+    for factory, cls in (
+        (AutoModel, HourLlavaModel),
+        (AutoModelForCausalLM, HourLlavaForConditionalGeneration),
+        (AutoModelForImageTextToText, HourLlavaForConditionalGeneration),
+    ):
+        try:
+            factory.register(HourLlavaConfig, cls, exist_ok=True)
+        except ValueError:
+            pass
+    try:
+        AutoConfig.register(HourLlavaConfig.model_type, HourLlavaConfig, exist_ok=True)
+    except ValueError:
+        pass
+
+
+register_auto_classes()
+
+__all__ = [
+    "AUTO_MAP",
+    "HourLlavaConfig",
+    "HourLlavaForConditionalGeneration",
+    "HourLlavaInputError",
+    "HourLlavaModel",
+    "HourLlavaPreTrainedModel",
+    "HourLlavaVideoMemory",
+    "num_image_tokens",
+    "num_video_tokens",
+    "register_auto_classes",
+    "video_token_budget",
+]
