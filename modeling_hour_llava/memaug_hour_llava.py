@@ -51,8 +51,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 def apply_partial_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the first `cos.shape[-1]` dims of every head: x (B, heads, N, head_dim), cos/sin (N, rotary_dim)."""
     rotary_dim = cos.shape[-1]
-    rotated, passed = x[..., :rotary_dim].float(), x[..., rotary_dim:]
-    rotated = rotated * cos.float() + rotate_half(rotated) * sin.float()
+    compute = torch.promote_types(x.dtype, torch.float32)  # bf16/fp16 rotate in fp32, like the flash kernel
+    rotated, passed = x[..., :rotary_dim].to(compute), x[..., rotary_dim:]
+    rotated = rotated * cos.to(compute) + rotate_half(rotated) * sin.to(compute)
     return torch.cat([rotated.to(x.dtype), passed], dim=-1)
 
 
@@ -82,10 +83,11 @@ def chunked_eager_attention(
     chunk = max(1, module.config.memaug_eager_max_scores // max(1, batch * heads * key.shape[2]))
     outputs = []
     for start in range(0, length, chunk):
-        scores = torch.matmul(query[:, :, start : start + chunk], key.transpose(2, 3)) * scaling
+        scores = torch.matmul(query[:, :, start : start + chunk], key.transpose(-2, -1)) * scaling
         if attention_mask is not None:
             scores = scores + attention_mask[:, :, start : start + chunk]
-        probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        probs = nn.functional.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+        probs = probs.to(query.dtype)
         probs = nn.functional.dropout(probs, p=dropout, training=module.training)
         outputs.append(torch.matmul(probs, value))
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
@@ -224,7 +226,9 @@ def memaug_parameter_count(config: HourLlavaConfig) -> int:
         + 2 * linear(heads * head_dim, width)
         + linear(width, config.memaug_mlp_ratio * width)
         + linear(config.memaug_mlp_ratio * width, width)
-        + 3 * 2 * width
+        + 2 * width  # self_attn_norm weight and bias
+        + 2 * width  # cross_attn_norm
+        + 2 * width  # mlp_norm
     )
 
 

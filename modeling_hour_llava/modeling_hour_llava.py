@@ -44,6 +44,8 @@ from .memory_hour_llava import (
 logger = logging.get_logger(__name__)
 
 VIDEO_MEMORY_FORMAT = "hour_llava_video_memory/1"
+PIXEL_FRAME_DIMS = len(("channels", "height", "width"))
+FEATURE_FRAME_DIMS = len(("patches", "channels"))
 # Every Auto class a checkpoint answers to; `save_pretrained` writes them all into config.json.
 AUTO_MAP = {
     "AutoConfig": "configuration_hour_llava.HourLlavaConfig",
@@ -199,15 +201,24 @@ def split_by_counts(tensor: torch.Tensor, counts: list[int], what: str) -> list[
     return list(tensor.split(counts))
 
 
-def flatten_videos(videos: torch.Tensor, num_frames: torch.Tensor | list[int] | None, name: str) -> list[torch.Tensor]:
-    """Accept (B, F, ...) or frames of all videos concatenated (sum F, ...) with `video_num_frames`."""
+def flatten_videos(
+    videos: torch.Tensor, num_frames: torch.Tensor | list[int] | None, frame_dims: int, name: str
+) -> list[torch.Tensor]:
+    """Split a batch of videos into one tensor per video.
+
+    videos: (V, T, *frame) with every video T frames long, or (sum T, *frame) with `num_frames` (V,) giving each T.
+    frame_dims: dims of one frame (3 for pixels C, H, W; 2 for features P, C).
+    """
+    batched = videos.dim() == frame_dims + 2
+    if not batched and videos.dim() != frame_dims + 1:
+        raise HourLlavaInputError(f"{name} has shape {tuple(videos.shape)}; expected (V, T, *frame) or (sum T, *frame)")
     if num_frames is None:
-        if videos.dim() < 4:
+        if not batched:
             raise HourLlavaInputError(f"{name} of shape {tuple(videos.shape)} needs `video_num_frames`")
         return list(videos.unbind(0))
     counts = [int(n) for n in (num_frames.tolist() if torch.is_tensor(num_frames) else num_frames)]
-    if videos.dim() >= 4 and videos.shape[0] == len(counts) and videos.shape[1] == max(counts):
-        return [video[:n] for video, n in zip(videos, counts)]
+    if batched:
+        return [video[:n] for video, n in zip(videos, counts, strict=True)]
     return split_by_counts(videos, counts, f"{name} with video_num_frames={counts}")
 
 
@@ -274,9 +285,9 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         if (pixel_values_videos is None) == (video_features is None):
             raise HourLlavaInputError("encode_video takes exactly one of pixel_values_videos or video_features")
         if pixel_values_videos is not None:
-            videos = flatten_videos(pixel_values_videos, video_num_frames, "pixel_values_videos")
+            videos = flatten_videos(pixel_values_videos, video_num_frames, PIXEL_FRAME_DIMS, "pixel_values_videos")
         else:
-            videos = flatten_videos(video_features, video_num_frames, "video_features")
+            videos = flatten_videos(video_features, video_num_frames, FEATURE_FRAME_DIMS, "video_features")
         memory = []
         for video in videos:
             if video.shape[0] == 0:
