@@ -297,6 +297,38 @@ def image_memory_and_queries(
 # ----------------------------------------------------------------------------------------------------------------
 # MemAug query sequence
 # ----------------------------------------------------------------------------------------------------------------
+QUERY_POLICIES = ("training", "all")
+
+
+def memaug_query_mask(
+    input_ids: torch.Tensor,
+    policy: str,
+    media_token_ids: list[int],
+    attention_mask: torch.Tensor | None = None,
+    assistant_mask: torch.Tensor | None = None,
+    excluded_token_ids: list[int] | None = None,
+) -> torch.Tensor:
+    """Which text tokens join MemAug's query: (B, L) bool, never padding or media placeholders.
+
+    `all`       every prompt token (the reference's literal inference, where labels are absent).
+    `training`  what the released checkpoints were trained with: the reference keeps the tokens whose label is
+                ignored, which drops every assistant turn (header, answer and trailer; `assistant_mask` marks them,
+                including the generation prompt) and every occurrence of the ids it always trains on
+                (`excluded_token_ids`: "\n", <|im_start|>, <|im_end|> for Qwen).
+    """
+    if policy not in QUERY_POLICIES:
+        raise ValueError(f"memaug query policy {policy!r}; expected one of {QUERY_POLICIES}")
+    mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    mask = mask & ~torch.isin(input_ids, torch.tensor(media_token_ids, device=input_ids.device))
+    if policy == "all":
+        return mask
+    if assistant_mask is not None:
+        mask = mask & ~assistant_mask.bool()
+    if excluded_token_ids:
+        mask = mask & ~torch.isin(input_ids, torch.tensor(excluded_token_ids, device=input_ids.device))
+    return mask
+
+
 def assemble_memaug_queries(
     text_embeds: torch.Tensor,
     query_mask: torch.Tensor,
@@ -346,6 +378,7 @@ __all__ = [
     "decayed_video_tokens",
     "image_memory_and_queries",
     "input_generator",
+    "memaug_query_mask",
     "memory_frame_count",
     "memory_repository",
     "num_image_tokens",

@@ -13,6 +13,7 @@ from modeling_hour_llava.memory_hour_llava import (
     decayed_video_tokens,
     image_memory_and_queries,
     input_generator,
+    memaug_query_mask,
     memory_frame_count,
     memory_repository,
     pool_frame_features,
@@ -193,3 +194,29 @@ def test_hand_made_temporal_compressions_pick_what_they_promise():
 
     random = temporal_forgetting(128, config, mode="random", generator=torch.Generator().manual_seed(0))
     assert len(random) == 32 and torch.all(random[1:] > random[:-1])
+
+
+def test_training_query_policy_is_the_references_ignored_labels():
+    """Reference Sec. 1.7 / 4.3: query text = tokens whose label is IGNORE, where assistant turns (with header and
+    trailer) are targets and "\\n", <|im_start|>, <|im_end|> are targets everywhere."""
+    S, E, NL, V = 1, 2, 10, 99  # <|im_start|>, <|im_end|>, "\n", <video>
+    system = [S, 20, NL, 21, 22, 23, E, NL]
+    user_1 = [S, 30, NL, V, V, V, NL, 31, 32, E, NL]
+    answer_1 = [S, 40, NL, 41, 42, E, NL]
+    user_2 = [S, 30, NL, 33, 34, E, NL]
+    answer_2 = [S, 40, NL, 43, E, NL]
+    turns = [(system, False), (user_1, False), (answer_1, True), (user_2, False), (answer_2, True)]
+    ids = torch.tensor([[t for turn, _ in turns for t in turn]])
+    assistant = torch.tensor([[a for turn, a in turns for _ in turn]])
+    labels = torch.where(assistant, ids, torch.full_like(ids, -100))
+    labels = torch.where(torch.isin(ids, torch.tensor([S, E, NL])), ids, labels)
+
+    training = memaug_query_mask(ids, "training", [V], assistant_mask=assistant, excluded_token_ids=[NL, S, E])
+    assert torch.equal(training, (labels == -100) & (ids != V))
+    assert ids[training].tolist() == [20, 21, 22, 23, 30, 31, 32, 30, 33, 34]
+    everything = memaug_query_mask(ids, "all", [V])
+    assert torch.equal(everything, ids != V)
+    padded = memaug_query_mask(ids, "all", [V], attention_mask=torch.arange(ids.shape[1])[None] >= 3)
+    assert not padded[0, :3].any()
+    with pytest.raises(ValueError, match="policy"):
+        memaug_query_mask(ids, "some", [V])

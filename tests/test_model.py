@@ -134,3 +134,36 @@ def test_mismatched_placeholders_name_the_sample_and_the_counts(model):
         model(input_ids=video_prompt(n, [5], [6]), pixel_values_videos=frames(5))
     with pytest.raises(HourLlavaInputError, match="one of pixel_values_videos, video_features or video_memory"):
         model(input_ids=video_prompt(n, [5], [6]), pixel_values_videos=frames(5), video_features=torch.zeros(5, 64, 32))
+
+
+def test_a_llava_onevision_checkpoint_loads_by_renaming_alone():
+    """Same module names as transformers' LLaVA-OneVision: only MemAug is new."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    ours = tiny_model()
+    config = ours.config
+    torch.manual_seed(1)
+    onevision = LlavaOnevisionForConditionalGeneration(
+        LlavaOnevisionConfig(vision_config=config.vision_config.to_dict(), text_config=config.text_config.to_dict())
+    ).eval()
+    result = ours.load_state_dict(onevision.state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    assert result.missing_keys and all(key.startswith("model.memaug.") for key in result.missing_keys)
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids=ids).logits, onevision(input_ids=ids).logits)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = {}
+    for checkpointing in (False, True):
+        model = tiny_model(spatial_forgetting_mode="uniform").train()
+        if checkpointing:
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        n = num_video_tokens(3, model.config)
+        ids = video_prompt(n, [5, 6], [7, 8, 9])
+        labels = torch.where(ids == VIDEO_TOKEN, -100, ids)
+        model(input_ids=ids, pixel_values_videos=frames(3), video_num_frames=[3], labels=labels).loss.backward()
+        grads[checkpointing] = model.model.memaug.layers[0].cross_attn.kv_proj.weight.grad.clone()
+    assert torch.count_nonzero(grads[False]) > 0
+    torch.testing.assert_close(grads[True], grads[False])
