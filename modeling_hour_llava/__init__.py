@@ -18,6 +18,7 @@ from .modeling_hour_llava import (
     HourLlavaVideoMemory,
 )
 
+
 def register_auto_classes() -> None:
     """Make `Auto*.from_pretrained` / `save_pretrained` know Hour-LLaVA (idempotent)."""
     HourLlavaConfig.register_for_auto_class()

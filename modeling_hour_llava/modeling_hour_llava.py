@@ -30,7 +30,6 @@ from transformers.utils import logging
 from .configuration_hour_llava import HourLlavaConfig
 from .memaug_hour_llava import HourLlavaMemAug
 from .memory_hour_llava import (
-    TokensWithPositions,
     assemble_memaug_queries,
     decayed_video_tokens,
     image_memory_and_queries,
@@ -306,11 +305,11 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
     # -------------------------------------------------------------------------------------------------------------
     # MemAug over one sample
     # -------------------------------------------------------------------------------------------------------------
-    def _generator(self, sample_ids: torch.Tensor, num_frames: int) -> torch.Generator | None:
-        """Training draws from torch's global generator (as the reference); inference from the sample itself."""
+    def _generator(self, question_ids: torch.Tensor, num_frames: int) -> torch.Generator | None:
+        """Training draws from torch's global generator (as the reference); inference from the question itself."""
         if self.training:
             return None
-        return input_generator(self.config.forgetting_seed, num_frames, sample_ids)
+        return input_generator(self.config.forgetting_seed, num_frames, question_ids)
 
     def _spans(self, positions: torch.Tensor, sizes: list[int], sample: int, kind: str) -> list[tuple[int, int]]:
         spans, offset = [], 0
@@ -332,19 +331,20 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         input_ids: torch.Tensor,
         text_embeds: torch.Tensor,
         query_mask: torch.Tensor,
-        valid_ids: torch.Tensor,
+        question_ids: torch.Tensor,
         video_tokens: torch.Tensor | None,
         image_tokens: torch.Tensor | None,
     ) -> torch.Tensor:
         """The embeddings that replace one sample's placeholders, in order: (num_placeholders, D).
 
-        input_ids (L,), text_embeds (L, D), query_mask (L,) bool; valid_ids: the sample's unpadded ids (seed source).
+        input_ids (L,), text_embeds (L, D), query_mask (L,) bool; question_ids: the ids MemAug reads (seed source,
+        independent of padding, batching and of tokens generated after the prompt).
         video_tokens: (T, G*G, D) frame tokens of the sample's video; image_tokens: (N, P, D) of its images.
         """
         newline = self.image_newline
         if video_tokens is not None:
             frames = video_tokens[resample_frame_indices(video_tokens.shape[0], self.config.memory_min_frames)]
-            generator = self._generator(valid_ids, frames.shape[0])
+            generator = self._generator(question_ids, frames.shape[0])
             question = text_embeds[query_mask]
             memory = memory_repository(frames, newline)
             visual = [decayed_video_tokens(frames, newline, self.config, generator, question)]
@@ -357,7 +357,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
                 )
             spans = self._spans(positions, [len(visual[0])], sample, "video")
         else:
-            generator = self._generator(valid_ids, image_tokens.shape[0])
+            generator = self._generator(question_ids, image_tokens.shape[0])
             memory, visual = image_memory_and_queries(image_tokens, newline, self.config, generator)
             positions = (input_ids == self.config.image_token_id).nonzero().squeeze(1)
             spans = self._spans(positions, [len(v) for v in visual], sample, "image")
@@ -420,7 +420,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
                 images = image_tokens[image_cursor : image_cursor + count // per_image].to(inputs_embeds.dtype)
                 image_cursor += count // per_image
             outputs = self.augment_sample(
-                sample, ids, inputs_embeds[sample], query_mask[sample], ids[valid[sample]], video_tokens, images
+                sample, ids, inputs_embeds[sample], query_mask[sample], ids[query_mask[sample]], video_tokens, images
             )
             (video_outputs if has_video else image_outputs).append(outputs)
             replacements.append(outputs)
@@ -563,7 +563,7 @@ class HourLlavaForConditionalGeneration(HourLlavaPreTrainedModel, GenerationMixi
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> HourLlavaCausalLMOutputWithPast:
-        """Inputs as in [`HourLlavaModel.forward`]; `labels` (B, L) give the shifted cross-entropy loss (-100 ignored)."""
+        """Inputs as in [`HourLlavaModel.forward`]; `labels` (B, L) give the shifted cross-entropy (-100 skipped)."""
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -598,13 +598,55 @@ class HourLlavaForConditionalGeneration(HourLlavaPreTrainedModel, GenerationMixi
         )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
-        """As GenerationMixin, but our own visual inputs (and the query mask, aligned with the prompt only) are
-        used at prefill only: later steps read the KV cache."""
+        """As GenerationMixin, but our visual inputs and the query mask are prefill-only with a KV cache. Without a
+        cache every step re-reads the video, and the query mask (prompt-sized) is padded with zeros: generated
+        tokens never join the query."""
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
-        if not is_first_iteration and kwargs.get("use_cache", True):
+        if is_first_iteration:
+            return model_inputs
+        if kwargs.get("use_cache", True):
             for name in PREFILL_ONLY_INPUTS:
                 model_inputs.pop(name, None)
+        elif (mask := model_inputs.get("memaug_query_mask")) is not None:
+            grown = model_inputs["input_ids"].shape[1] - mask.shape[1]
+            model_inputs["memaug_query_mask"] = nn.functional.pad(mask, (0, grown))
         return model_inputs
+
+    def _expand_inputs_for_generation(
+        self,
+        expand_size: int = 1,
+        is_encoder_decoder: bool = False,
+        input_ids: torch.LongTensor | None = None,
+        **model_kwargs,
+    ):
+        """Beam search and `num_return_sequences` repeat every sample; repeat its video (encoded once, shared, not
+        copied) and its images with it."""
+        if expand_size == 1 or input_ids is None:
+            return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
+        raw = {name: model_kwargs.pop(name, None) for name in ("pixel_values_videos", "video_features")}
+        num_frames = model_kwargs.pop("video_num_frames", None)
+        memory = model_kwargs.pop("video_memory", None)
+        if memory is None and any(v is not None for v in raw.values()):
+            memory = self.encode_video(raw["pixel_values_videos"], raw["video_features"], num_frames)
+        if memory is not None:
+            model_kwargs["video_memory"] = HourLlavaVideoMemory(
+                [tokens for tokens in memory.frame_tokens for _ in range(expand_size)]
+            )
+        images = model_kwargs.pop("pixel_values", None)
+        expanded_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size, is_encoder_decoder, input_ids, **model_kwargs
+        )
+        if images is not None:  # images belong to samples by placeholder count, not one row per sample
+            per_sample = (input_ids == self.config.image_token_id).sum(dim=1) // num_image_tokens(self.config)
+            first = torch.cumsum(per_sample, 0) - per_sample
+            order = [
+                first[sample] + k
+                for sample in range(len(per_sample))
+                for _ in range(expand_size)
+                for k in range(per_sample[sample])
+            ]
+            model_kwargs["pixel_values"] = images[torch.stack(order)] if order else images
+        return expanded_ids, model_kwargs
 
 
 __all__ = [

@@ -47,8 +47,13 @@ def test_vision_tower_is_siglip_so400m_with_26_layers_and_no_head():
 
 
 def test_memaug_geometry_follows_the_decoder():
-    qwen2_7b = dict(model_type="qwen2", hidden_size=3584, num_attention_heads=28, num_key_value_heads=4,
-                    rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0})
+    qwen2_7b = dict(
+        model_type="qwen2",
+        hidden_size=3584,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+    )
     config = HourLlavaConfig(text_config=qwen2_7b)
     assert (config.memaug_head_dim, config.memaug_rotary_dim, config.memaug_num_key_value_heads) == (128, 64, 4)
     assert config.memaug_theta == 1e6
@@ -82,7 +87,7 @@ def test_config_round_trips_through_save_pretrained(tmp_path):
 
 def test_no_magic_numbers_in_the_model_code():
     """Every constant lives in the config: the model files use no number beyond 0, 1, 2 and -1."""
-    allowed = {0, 1, 2, -1, 0.0, 1.0, 2.0, 0.5}
+    allowed = {0, 1, 2, -1, 0.5}
     offenders = []
     for name in ("memory_hour_llava.py", "memaug_hour_llava.py", "modeling_hour_llava.py"):
         tree = ast.parse((PACKAGE / name).read_text())

@@ -75,7 +75,11 @@ def reference_attention(q, k, v, heads, kv_heads):
 def reference_memaug(model: HourLlavaMemAug, config, queries, q_pos, memory, k_pos):
     """MemAug written from the reference's description, reading the packed weights by row ranges."""
     width = config.text_config.hidden_size
-    heads, kv_heads, head_dim = config.text_config.num_attention_heads, config.memaug_num_key_value_heads, config.memaug_head_dim
+    heads, kv_heads, head_dim = (
+        config.text_config.num_attention_heads,
+        config.memaug_num_key_value_heads,
+        config.memaug_head_dim,
+    )
     rot, theta = config.memaug_rotary_dim, config.memaug_theta
     rope = lambda t, pos: complex_rope(t.transpose(0, 1), pos, rot, theta).transpose(0, 1).to(t.dtype)  # noqa: E731
     x = queries.double()
@@ -88,7 +92,9 @@ def reference_memaug(model: HourLlavaMemAug, config, queries, q_pos, memory, k_p
         v = qkv[:, (heads + kv_heads) * head_dim :].view(-1, kv_heads, head_dim)
         attn = reference_attention(rope(q, q_pos), rope(k, q_pos), v, heads, kv_heads).reshape(-1, width)
         attn = attn @ p["self_attn.o_proj.weight"].T + p["self_attn.o_proj.bias"]
-        x = torch.nn.functional.layer_norm(x + attn, (width,), p["self_attn_norm.weight"], p["self_attn_norm.bias"], 1e-5)
+        x = torch.nn.functional.layer_norm(
+            x + attn, (width,), p["self_attn_norm.weight"], p["self_attn_norm.bias"], 1e-5
+        )
 
         q = (x @ p["cross_attn.q_proj.weight"].T + p["cross_attn.q_proj.bias"]).view(-1, heads, head_dim)
         kv = mem @ p["cross_attn.kv_proj.weight"].T + p["cross_attn.kv_proj.bias"]
@@ -96,11 +102,17 @@ def reference_memaug(model: HourLlavaMemAug, config, queries, q_pos, memory, k_p
         v = kv[:, kv_heads * head_dim :].view(-1, kv_heads, head_dim)
         attn = reference_attention(rope(q, q_pos), rope(k, k_pos), v, heads, kv_heads).reshape(-1, width)
         attn = attn @ p["cross_attn.o_proj.weight"].T + p["cross_attn.o_proj.bias"]
-        x = torch.nn.functional.layer_norm(x + attn, (width,), p["cross_attn_norm.weight"], p["cross_attn_norm.bias"], 1e-5)
+        x = torch.nn.functional.layer_norm(
+            x + attn, (width,), p["cross_attn_norm.weight"], p["cross_attn_norm.bias"], 1e-5
+        )
 
         hidden = torch.nn.functional.gelu(x @ p["mlp.fc1.weight"].T + p["mlp.fc1.bias"])
         x = torch.nn.functional.layer_norm(
-            x + hidden @ p["mlp.fc2.weight"].T + p["mlp.fc2.bias"], (width,), p["mlp_norm.weight"], p["mlp_norm.bias"], 1e-5
+            x + hidden @ p["mlp.fc2.weight"].T + p["mlp.fc2.bias"],
+            (width,),
+            p["mlp_norm.weight"],
+            p["mlp_norm.bias"],
+            1e-5,
         )
     return x
 
@@ -122,7 +134,9 @@ def test_memaug_equals_the_reference_formulation(implementation):
     queries, memory = torch.randn(37, 64, dtype=torch.float64), torch.randn(130, 64, dtype=torch.float64)
     q_pos, k_pos = torch.randint(0, 900, (37,)), torch.arange(130)
     ours = model(queries[None], q_pos, memory[None], k_pos)[0]
-    torch.testing.assert_close(ours, reference_memaug(model, config, queries, q_pos, memory, k_pos), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        ours, reference_memaug(model, config, queries, q_pos, memory, k_pos), rtol=1e-9, atol=1e-9
+    )
 
 
 def test_sdpa_and_chunked_eager_agree_in_float32():
@@ -139,8 +153,12 @@ def test_sdpa_and_chunked_eager_agree_in_float32():
 
 def test_memaug_block_parameter_count_matches_the_released_models():
     # Reference Sec. 3.2: 161,536,512 per block for Qwen2-7B, 52,460,544 for Qwen2.5-3B.
-    seven = HourLlavaConfig(text_config=dict(model_type="qwen2", hidden_size=3584, num_attention_heads=28, num_key_value_heads=4))
-    three = HourLlavaConfig(text_config=dict(model_type="qwen2", hidden_size=2048, num_attention_heads=16, num_key_value_heads=2))
+    seven = HourLlavaConfig(
+        text_config=dict(model_type="qwen2", hidden_size=3584, num_attention_heads=28, num_key_value_heads=4)
+    )
+    three = HourLlavaConfig(
+        text_config=dict(model_type="qwen2", hidden_size=2048, num_attention_heads=16, num_key_value_heads=2)
+    )
     assert memaug_parameter_count(seven) == 161_536_512
     assert memaug_parameter_count(three) == 52_460_544
     assert seven.memaug_head_dim == 128 and seven.memaug_rotary_dim == 64

@@ -63,7 +63,14 @@ def test_short_videos_are_resampled_to_128_frames_by_flooring():
 
 def test_temporal_forgetting_keeps_a_quarter_between_32_and_512_frames():
     assert [temporal_keep_count(t, PAPER) for t in (128, 131, 132, 600, 2047, 2048, 3600, 7200)] == [
-        32, 32, 33, 150, 511, 512, 512, 512,
+        32,
+        32,
+        33,
+        150,
+        511,
+        512,
+        512,
+        512,
     ]
     kept = temporal_forgetting(128, PAPER)
     assert kept[:4].tolist() == [0, 4, 8, 12] and kept[-2:].tolist() == [122, 127]

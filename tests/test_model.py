@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modeling_hour_llava import HourLlavaForConditionalGeneration, HourLlavaInputError, num_image_tokens, num_video_tokens
+from modeling_hour_llava import (
+    HourLlavaForConditionalGeneration,
+    HourLlavaInputError,
+    num_image_tokens,
+    num_video_tokens,
+)
 from modeling_hour_llava.memory_hour_llava import decayed_video_tokens, resample_frame_indices
 
 from conftest import IMAGE_TOKEN, VIDEO_TOKEN, tiny_config, tiny_model, video_prompt
@@ -167,3 +172,20 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         grads[checkpointing] = model.model.memaug.layers[0].cross_attn.kv_proj.weight.grad.clone()
     assert torch.count_nonzero(grads[False]) > 0
     torch.testing.assert_close(grads[True], grads[False])
+
+
+def test_beam_search_repeats_each_samples_images_with_it():
+    model = tiny_model()
+    per_image = num_image_tokens(model.config)
+    double = [1, 2] + [IMAGE_TOKEN] * per_image + [4] + [IMAGE_TOKEN] * per_image + [5]
+    single = [1, 2, 3] + [IMAGE_TOKEN] * per_image + [6] * (per_image + 1)
+    images = frames(3, seed=4)
+    settings = dict(max_new_tokens=3, num_beams=2, num_return_sequences=2, do_sample=False, pad_token_id=0)
+    batch = model.generate(input_ids=torch.tensor([double, single]), pixel_values=images, **settings)
+    alone = torch.cat(
+        [
+            model.generate(input_ids=torch.tensor([double]), pixel_values=images[:2], **settings),
+            model.generate(input_ids=torch.tensor([single]), pixel_values=images[2:], **settings),
+        ]
+    )
+    assert torch.equal(batch, alone)
