@@ -60,6 +60,8 @@ class HourLlavaConfig(PreTrainedConfig):
         vision_feature_layer (`int`, -1): hidden state of the tower fed to the projector (-1 = last layer, before
             `post_layernorm`).
         vision_chunk_size (`int`, 128): frames per vision-tower call, so an hour of frames never sits in one batch.
+        vision_rescale_factor (1/255), vision_image_mean / vision_image_std ([0.5] * 3): how the model normalises
+            uint8 frames (the processor's compact output); float pixels are taken as already normalised.
         image_aspect_ratio, image_grid_pinpoints: image preprocessing of the reference (`anyres_max_9`).
     """
 
@@ -93,6 +95,9 @@ class HourLlavaConfig(PreTrainedConfig):
     multimodal_projector_bias: bool = True
     vision_feature_layer: int = -1
     vision_chunk_size: int = 128
+    vision_rescale_factor: float = 1 / 255
+    vision_image_mean: list | None = None
+    vision_image_std: list | None = None
     tie_word_embeddings: bool = False
 
     memory_pool_size: int = 8
@@ -121,6 +126,10 @@ class HourLlavaConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.vision_image_mean is None:
+            self.vision_image_mean = [0.5, 0.5, 0.5]  # SigLIP's normalisation
+        if self.vision_image_std is None:
+            self.vision_image_std = [0.5, 0.5, 0.5]
         if self.image_grid_pinpoints is None:
             self.image_grid_pinpoints = default_image_grid_pinpoints(self.vision_config.image_size)
         # As in LLaVA-OneVision: tying is a property of the decoder, carried up so `lm_head` follows it.

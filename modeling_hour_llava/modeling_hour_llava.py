@@ -246,6 +246,8 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """SigLIP patch features of frames or images: (N, 3, H, W) -> (N, P, C_v), `vision_chunk_size` at a time.
 
+        uint8 frames are normalised here, one chunk at a time, so an hour of frames never exists in float.
+
         Runs the embeddings and only the encoder layers up to `vision_feature_layer` (-1: all of them), and reads
         that layer's output before `post_layernorm`, as the reference's 26-layer tower does.
         """
@@ -255,11 +257,19 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         dtype = tower.embeddings.patch_embedding.weight.dtype
         chunks = []
         for chunk in pixel_values.split(self.config.vision_chunk_size):
-            hidden = tower.embeddings(chunk.to(dtype))
+            hidden = tower.embeddings(self.normalize_pixels(chunk).to(dtype))
             for layer in layers[:depth]:
                 hidden = layer(hidden, None)
             chunks.append(hidden)
         return torch.cat(chunks)
+
+    def normalize_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (the processor's compact output) -> `(x * rescale - mean) / std`; float frames pass as given."""
+        if pixels.dtype != torch.uint8:
+            return pixels
+        mean = torch.tensor(self.config.vision_image_mean, device=pixels.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.config.vision_image_std, device=pixels.device).view(1, -1, 1, 1)
+        return (pixels.float() * self.config.vision_rescale_factor - mean) / std
 
     def project_frames(self, features: torch.Tensor) -> torch.Tensor:
         """Pool each frame's patch grid to G x G, then project: (F, P, C_v) -> (F, G*G, D)."""
