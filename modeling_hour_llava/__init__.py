@@ -5,7 +5,14 @@ checkpoint loads with `trust_remote_code=True` where this package is not install
 registers the classes with the Auto factories, so `trust_remote_code` is not needed where it is installed.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoVideoProcessor,
+)
 
 from .configuration_hour_llava import HourLlavaConfig
 from .memory_hour_llava import num_image_tokens, num_video_tokens, video_token_budget
@@ -17,6 +24,9 @@ from .modeling_hour_llava import (
     HourLlavaPreTrainedModel,
     HourLlavaVideoMemory,
 )
+from .processing_hour_llava import HourLlavaProcessor
+from .video_loading_hour_llava import VideoDecodeError, decode_frames, probe_video, sample_frame_indices
+from .video_processing_hour_llava import HourLlavaVideoProcessor
 
 
 def register_auto_classes() -> None:
@@ -24,6 +34,8 @@ def register_auto_classes() -> None:
     HourLlavaConfig.register_for_auto_class()
     HourLlavaModel.register_for_auto_class("AutoModel")
     HourLlavaForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+    HourLlavaProcessor.register_for_auto_class("AutoProcessor")
+    HourLlavaVideoProcessor.register_for_auto_class("AutoVideoProcessor")
     for factory, cls in (
         (AutoModel, HourLlavaModel),
         (AutoModelForCausalLM, HourLlavaForConditionalGeneration),
@@ -35,7 +47,9 @@ def register_auto_classes() -> None:
             pass
     try:
         AutoConfig.register(HourLlavaConfig.model_type, HourLlavaConfig, exist_ok=True)
-    except ValueError:
+        AutoProcessor.register(HourLlavaConfig, HourLlavaProcessor, exist_ok=True)
+        AutoVideoProcessor.register(HourLlavaConfig, HourLlavaVideoProcessor, exist_ok=True)
+    except (ValueError, TypeError):
         pass
 
 
@@ -48,7 +62,13 @@ __all__ = [
     "HourLlavaInputError",
     "HourLlavaModel",
     "HourLlavaPreTrainedModel",
+    "HourLlavaProcessor",
     "HourLlavaVideoMemory",
+    "HourLlavaVideoProcessor",
+    "VideoDecodeError",
+    "decode_frames",
+    "probe_video",
+    "sample_frame_indices",
     "num_image_tokens",
     "num_video_tokens",
     "register_auto_classes",
