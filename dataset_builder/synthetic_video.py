@@ -55,7 +55,8 @@ def write_video(
     """Encode `num_frames` frames to `path` (container from the extension) and return the path.
 
     timestamps: presentation times in seconds (variable frame rate); default i / fps.
-    rotation: display-matrix rotation in degrees (what phones write); the pixels are stored unrotated.
+    rotation: clockwise display rotation in degrees, written into the mp4/mov track matrix as phones do (the pixels
+        are stored unrotated; a player turns them).
     gop, bframes: encoder GOP length and B-frames (x264 defaults when None).
     """
     path = os.fspath(path)
@@ -73,8 +74,6 @@ def write_video(
             stream.codec_context.max_b_frames = bframes
         time_base = fractions.Fraction(1, 1000) if timestamps is not None else 1 / rate
         stream.codec_context.time_base = time_base
-        if rotation:
-            stream.set_display_rotation(rotation)
         for index in range(num_frames):
             frame = av.VideoFrame.from_ndarray(frame_fn(index, width, height), format="rgb24")
             seconds = timestamps[index] if timestamps is not None else index / rate
@@ -84,4 +83,24 @@ def write_video(
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    if rotation:
+        set_mp4_rotation(path, rotation)
     return path
+
+
+def set_mp4_rotation(path: str, degrees_clockwise: int) -> None:
+    """Write a rotation into the display matrix of an mp4/mov file's track header (`tkhd`), in place."""
+    if not path.lower().endswith((".mp4", ".mov")):
+        raise ValueError(f"{path}: rotation metadata is written for mp4/mov only")
+    one, w = 1 << 16, 1 << 30  # 16.16 and 2.30 fixed point
+    cos, sin = {0: (1, 0), 90: (0, 1), 180: (-1, 0), 270: (0, -1)}[degrees_clockwise % 360]
+    matrix = [cos * one, sin * one, 0, -sin * one, cos * one, 0, 0, 0, w]
+    data = bytearray(open(path, "rb").read())
+    box = data.find(b"tkhd") - 4
+    if box < 0:
+        raise ValueError(f"{path}: no track header")
+    version = data[box + 8]
+    offset = box + (60 if version == 1 else 48)
+    data[offset : offset + 36] = b"".join(value.to_bytes(4, "big", signed=True) for value in matrix)
+    with open(path, "wb") as handle:
+        handle.write(data)

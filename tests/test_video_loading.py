@@ -88,11 +88,20 @@ def test_display_rotation_is_applied(tmp_path):
         frame[: height // 2, : width // 2] = 255  # the stored top-left quadrant is white
         return frame
 
-    path = write_video(tmp_path / "phone.mp4", num_frames=8, fps=4, width=64, height=64, rotation=90, frame_fn=corner)
-    frames, _, _ = decode_frames(path, size=64, min_frames=1)
-    quadrants = frames[0, 0].float().unfold(0, 32, 32).unfold(1, 32, 32).mean(dim=(-1, -2))
-    # Turned 90 degrees counter-clockwise for display: the block is now bottom-left.
-    assert quadrants[1, 0] > 200 and quadrants[0, 0] < 50 and quadrants[0, 1] < 50 and quadrants[1, 1] < 50
+    def white_quadrant(path) -> tuple[int, int]:
+        frames, _, _ = decode_frames(path, size=64, min_frames=1)
+        quadrants = frames[0, 0].float().unfold(0, 32, 32).unfold(1, 32, 32).mean(dim=(-1, -2))
+        assert int((quadrants > 200).sum()) == 1 and int((quadrants < 50).sum()) == 3
+        return tuple(int(i) for i in (quadrants > 200).nonzero()[0])
+
+    # A phone's "rotate=90": shown turned 90 degrees clockwise, the stored top-left corner lands top-right.
+    turns = {degrees: (0, 1) if degrees == 90 else (1, 1) if degrees == 180 else (1, 0) for degrees in (90, 180, 270)}
+    for degrees, expected in turns.items():
+        path = write_video(
+            tmp_path / f"phone{degrees}.mp4", 8, fps=4, width=64, height=64, rotation=degrees, frame_fn=corner
+        )
+        assert white_quadrant(path) == expected, degrees
+    assert white_quadrant(write_video(tmp_path / "plain.mp4", 8, fps=4, width=64, height=64, frame_fn=corner)) == (0, 0)
 
 
 def test_odd_frame_sizes(tmp_path):
