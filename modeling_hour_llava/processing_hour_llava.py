@@ -190,18 +190,20 @@ class HourLlavaProcessor(ProcessorMixin):
         start, end = self._single_id("<|im_start|>"), self._single_id("<|im_end|>")
         header = self.tokenizer.encode("assistant", add_special_tokens=False)
         newline = self._single_id("\n")
-        mask = torch.zeros_like(input_ids, dtype=torch.bool)
-        for row, ids in enumerate(input_ids.tolist()):
-            inside = False
+        rows = []
+        for ids in input_ids.tolist():
+            row, inside = [False] * len(ids), False
             for position, token in enumerate(ids):
                 if token == start:
                     inside = ids[position + 1 : position + 1 + len(header)] == header
-                mask[row, position] = inside
-                if inside and token == end:
-                    trailer = position + 1
-                    if trailer < len(ids) and ids[trailer] == newline:
-                        mask[row, trailer] = True
-                    inside = False
+                if inside:
+                    row[position] = True
+                    if token == end:
+                        inside = False
+                        if position + 1 < len(ids) and ids[position + 1] == newline:
+                            row[position + 1] = True
+            rows.append(row)
+        mask = torch.tensor(rows, dtype=torch.bool).view(input_ids.shape)
         return mask
 
     def memaug_query_mask(self, input_ids, attention_mask=None, policy: str | None = None):
