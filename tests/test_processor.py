@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 from isolated import run_isolated
-from tokenizer_fixture import build_tokenizer
 from transformers import SiglipImageProcessor
 
 from dataset_builder.synthetic_video import read_frame_index, write_video
+from dataset_builder.tiny_tokenizer import build_tokenizer
 from modeling_hour_llava import (
     HourLlavaProcessor,
     HourLlavaVideoProcessor,

@@ -1,4 +1,5 @@
-"""A small Qwen2-style byte-level BPE tokenizer, trained offline in milliseconds, with Qwen's specials and splits."""
+"""A small Qwen2-style byte-level BPE tokenizer for tests and demos: trained offline in milliseconds, with Qwen's
+special tokens and pre-tokenizer splits, so prompts tokenize the way the real models' do (at a smaller vocabulary)."""
 
 from __future__ import annotations
 
