@@ -193,6 +193,14 @@ class HourLlavaConfig(PreTrainedConfig):
         return float(theta)
 
     @property
+    def anyres_max_tiles(self) -> int:
+        """9 for `anyres_max_9`: unpadded grids above this many tiles' worth of patches are shrunk."""
+        prefix = "anyres_max_"
+        if not self.image_aspect_ratio.startswith(prefix):
+            raise ValueError(f"image_aspect_ratio={self.image_aspect_ratio!r}; expected 'anyres_max_<tiles>'")
+        return int(self.image_aspect_ratio[len(prefix) :])
+
+    @property
     def vision_grid_size(self) -> int:
         """Patches per side of one tile or frame (27 for SigLIP-so400m at 384 px)."""
         return self.vision_config.image_size // self.vision_config.patch_size

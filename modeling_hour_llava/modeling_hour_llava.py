@@ -27,6 +27,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
 from transformers.utils import logging
 
+from .anyres_hour_llava import anyres_memory_and_queries, tile_grid_shape
 from .configuration_hour_llava import HourLlavaConfig
 from .memaug_hour_llava import HourLlavaMemAug
 from .memory_hour_llava import (
@@ -60,6 +61,8 @@ PREFILL_ONLY_INPUTS = (
     "video_num_frames",
     "video_memory",
     "memaug_query_mask",
+    "image_sizes",
+    "image_num_tiles",
 )
 
 
@@ -308,9 +311,43 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
             memory.append(torch.cat(tokens))
         return HourLlavaVideoMemory(memory)
 
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Padded (single-tile) images: (N, 3, H, W) -> projected patch tokens (N, P, D), no pooling."""
-        return self.multi_modal_projector(self.vision_features(pixel_values))
+    def encode_images(self, pixel_values: torch.Tensor, image_num_tiles=None) -> list[torch.Tensor]:
+        """Image tiles (sum tiles, 3, H, W) -> projected patch tokens per image, [(tiles_i, P, D)], no pooling.
+
+        image_num_tiles (N,): tiles of each image (1 for a padded image; 1 + P for anyres: base, then P tiles).
+        """
+        tokens = self.multi_modal_projector(self.vision_features(pixel_values))
+        counts = [1] * tokens.shape[0] if image_num_tiles is None else [int(n) for n in image_num_tiles]
+        return split_by_counts(tokens, counts, f"pixel_values with image_num_tiles={counts}")
+
+    def assign_images(self, input_ids: torch.Tensor, image_num_tiles: list[int]) -> list[list[int]]:
+        """The images of each sample, in order. A sample whose next image has several tiles holds that one anyres
+        image; otherwise its `<image>` placeholders count padded images (`num_image_tokens` each)."""
+        per_image = num_image_tokens(self.config)
+        counts = (input_ids == self.config.image_token_id).sum(dim=1).tolist()
+        groups, cursor = [], 0
+        for sample, count in enumerate(counts):
+            if not count:
+                groups.append([])
+                continue
+            if cursor >= len(image_num_tiles):
+                raise HourLlavaInputError(f"sample {sample} has <image> placeholders but no image is left")
+            if image_num_tiles[cursor] > 1:
+                groups.append([cursor])
+                cursor += 1
+                continue
+            if count % per_image:
+                raise HourLlavaInputError(
+                    f"sample {sample}: {count} <image> placeholders is not a multiple of {per_image} per image"
+                )
+            group = list(range(cursor, cursor + count // per_image))
+            if group[-1] >= len(image_num_tiles) or any(image_num_tiles[i] != 1 for i in group):
+                raise HourLlavaInputError(f"sample {sample} has <image> placeholders without matching images")
+            groups.append(group)
+            cursor += len(group)
+        if cursor != len(image_num_tiles):
+            raise HourLlavaInputError(f"{len(image_num_tiles) - cursor} image(s) left over: more images than <image>")
+        return groups
 
     # -------------------------------------------------------------------------------------------------------------
     # MemAug over one sample
@@ -343,13 +380,15 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         query_mask: torch.Tensor,
         question_ids: torch.Tensor,
         video_tokens: torch.Tensor | None,
-        image_tokens: torch.Tensor | None,
+        image_tokens: list[torch.Tensor] | None,
+        image_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """The embeddings that replace one sample's placeholders, in order: (num_placeholders, D).
 
         input_ids (L,), text_embeds (L, D), query_mask (L,) bool; question_ids: the ids MemAug reads (seed source,
         independent of padding, batching and of tokens generated after the prompt).
-        video_tokens: (T, G*G, D) frame tokens of the sample's video; image_tokens: (N, P, D) of its images.
+        video_tokens: (T, G*G, D) frame tokens of the sample's video; image_tokens: its images, [(tiles, P, D)]: one
+        anyres image (base + tiles, of original (height, width) `image_size`) or padded single-tile images.
         """
         newline = self.image_newline
         if video_tokens is not None:
@@ -367,9 +406,18 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
                 )
             spans = self._spans(positions, [len(visual[0])], sample, "video")
         else:
-            generator = self._generator(question_ids, image_tokens.shape[0])
-            memory, visual = image_memory_and_queries(image_tokens, newline, self.config, generator)
+            generator = self._generator(question_ids, len(image_tokens))
             positions = (input_ids == self.config.image_token_id).nonzero().squeeze(1)
+            if image_tokens[0].shape[0] > 1:
+                memory, query = self._anyres(image_tokens[0], image_size, sample, generator)
+                visual = [query]
+            else:
+                memory, visual = image_memory_and_queries(torch.cat(image_tokens), newline, self.config, generator)
+            if sum(len(v) for v in visual) != positions.numel():
+                raise HourLlavaInputError(
+                    f"sample {sample}: {positions.numel()} <image> placeholders, but its images give "
+                    f"{sum(len(v) for v in visual)} tokens; build the prompt with HourLlavaProcessor"
+                )
             spans = self._spans(positions, [len(v) for v in visual], sample, "image")
 
         if not self.config.use_memaug:
@@ -380,6 +428,30 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         )
         return augmented[0, visual_index]
 
+    def _anyres(self, tiles: torch.Tensor, image_size, sample: int, generator):
+        """Memory and decayed tokens of one anyres image (reference Sec. 1.6.2)."""
+        if image_size is None:
+            raise HourLlavaInputError(f"sample {sample}: a tiled (anyres) image needs `image_sizes`")
+        image_size = tuple(int(x) for x in image_size)
+        tile = self.config.vision_config.image_size
+        rows, cols = tile_grid_shape(image_size, self.config.image_grid_pinpoints, tile)
+        if rows * cols != tiles.shape[0] - 1:
+            raise HourLlavaInputError(
+                f"sample {sample}: an image of {image_size} takes {rows}x{cols} tiles, but {tiles.shape[0] - 1} came"
+            )
+        max_patches = self.config.anyres_max_tiles * self.config.vision_grid_size**2
+        return anyres_memory_and_queries(
+            tiles,
+            self.image_newline,
+            image_size,
+            rows,
+            cols,
+            self.config.spatial_keep_ratio,
+            self.config.spatial_forgetting_mode,
+            max_patches,
+            generator,
+        )
+
     def augment_media(
         self,
         input_ids: torch.Tensor,
@@ -387,7 +459,8 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         attention_mask: torch.Tensor | None,
         memaug_query_mask: torch.Tensor | None,
         video_memory: HourLlavaVideoMemory | None,
-        image_tokens: torch.Tensor | None,
+        image_tokens: list[torch.Tensor] | None,
+        image_sizes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Replace every placeholder of the batch; returns (inputs_embeds, image outputs, video outputs)."""
         video_mask = input_ids == self.config.video_token_id
@@ -401,10 +474,10 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
             query_mask = valid & ~video_mask & ~image_mask
         else:
             query_mask = memaug_query_mask.bool() & ~video_mask & ~image_mask
-        per_image = num_image_tokens(self.config)
         videos = list(video_memory.frame_tokens) if video_memory is not None else []
+        tiles = [t.shape[0] for t in image_tokens] if image_tokens is not None else []
+        image_groups = self.assign_images(input_ids, tiles)
         video_outputs, image_outputs, replacements = [], [], []
-        image_cursor = 0
         for sample in range(input_ids.shape[0]):
             has_video, has_image = bool(video_mask[sample].any()), bool(image_mask[sample].any())
             if has_video and has_image:
@@ -412,7 +485,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
             if not (has_video or has_image):
                 continue
             ids = input_ids[sample]
-            video_tokens = images = None
+            video_tokens = images = size = None
             if has_video:
                 if not videos:
                     raise HourLlavaInputError(
@@ -420,26 +493,23 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
                     )
                 video_tokens = videos.pop(0).to(inputs_embeds.device, inputs_embeds.dtype)
             else:
-                count = int(image_mask[sample].sum())
-                if count % per_image:
-                    raise HourLlavaInputError(
-                        f"sample {sample}: {count} <image> placeholders is not a multiple of {per_image} per image"
-                    )
-                if image_tokens is None or image_cursor + count // per_image > image_tokens.shape[0]:
-                    raise HourLlavaInputError(f"sample {sample} has <image> placeholders without matching images")
-                images = image_tokens[image_cursor : image_cursor + count // per_image].to(inputs_embeds.dtype)
-                image_cursor += count // per_image
+                group = image_groups[sample]
+                images = [image_tokens[i].to(inputs_embeds.dtype) for i in group]
+                size = image_sizes[group[0]].tolist() if image_sizes is not None else None
             outputs = self.augment_sample(
-                sample, ids, inputs_embeds[sample], query_mask[sample], ids[query_mask[sample]], video_tokens, images
+                sample,
+                ids,
+                inputs_embeds[sample],
+                query_mask[sample],
+                ids[query_mask[sample]],
+                video_tokens,
+                images,
+                size,
             )
             (video_outputs if has_video else image_outputs).append(outputs)
             replacements.append(outputs)
         if videos:
             raise HourLlavaInputError(f"{len(videos)} video(s) left over: more videos than samples with <video>")
-        if image_tokens is not None and image_cursor != image_tokens.shape[0]:
-            raise HourLlavaInputError(
-                f"{image_tokens.shape[0] - image_cursor} image(s) left over: more images than <image> blocks"
-            )
         media_mask = video_mask | image_mask
         replacement = torch.cat(replacements).to(inputs_embeds.dtype)
         inputs_embeds = inputs_embeds.masked_scatter(media_mask.unsqueeze(-1), replacement)
@@ -473,11 +543,14 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         labels: torch.LongTensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        image_num_tiles: torch.Tensor | None = None,
         **kwargs,
     ) -> HourLlavaModelOutputWithPast:
         r"""
         input_ids (B, L): text with one placeholder per visual token the model writes.
-        pixel_values (N, 3, H, W): padded images, in placeholder order.
+        pixel_values (sum tiles, 3, H, W): image tiles in placeholder order, with image_num_tiles (N,) (1 per padded
+            image, 1 + P for an anyres image) and image_sizes (N, 2) original (height, width), needed by anyres.
         pixel_values_videos (sum T, 3, H, W) with video_num_frames (V,), or (V, T, 3, H, W): video frames.
         video_features: pre-extracted SigLIP features instead of frames, (sum T, P, C_v) or (V, T, P, C_v).
         video_memory: a [`HourLlavaVideoMemory`] from `encode_video`; skips tower and projector.
@@ -499,9 +572,9 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
                 raise HourLlavaInputError("images and videos need input_ids, whose placeholders say where they go")
             if video_memory is None and any(sources):
                 video_memory = self.encode_video(pixel_values_videos, video_features, video_num_frames)
-            image_tokens = self.encode_images(pixel_values) if pixel_values is not None else None
+            image_tokens = self.encode_images(pixel_values, image_num_tiles) if pixel_values is not None else None
             inputs_embeds, image_hidden, video_hidden = self.augment_media(
-                input_ids, inputs_embeds, attention_mask, memaug_query_mask, video_memory, image_tokens
+                input_ids, inputs_embeds, attention_mask, memaug_query_mask, video_memory, image_tokens, image_sizes
             )
         elif self.training and torch.is_grad_enabled() and past_key_values is None:
             inputs_embeds = self._keep_multimodal_parameters_in_graph(inputs_embeds)
@@ -571,6 +644,8 @@ class HourLlavaForConditionalGeneration(HourLlavaPreTrainedModel, GenerationMixi
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        image_sizes: torch.Tensor | None = None,
+        image_num_tiles: torch.Tensor | None = None,
         **kwargs,
     ) -> HourLlavaCausalLMOutputWithPast:
         """Inputs as in [`HourLlavaModel.forward`]; `labels` (B, L) give the shifted cross-entropy (-100 skipped)."""
@@ -587,6 +662,8 @@ class HourLlavaForConditionalGeneration(HourLlavaPreTrainedModel, GenerationMixi
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            image_sizes=image_sizes,
+            image_num_tiles=image_num_tiles,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -643,19 +720,22 @@ class HourLlavaForConditionalGeneration(HourLlavaPreTrainedModel, GenerationMixi
                 [tokens for tokens in memory.frame_tokens for _ in range(expand_size)]
             )
         images = model_kwargs.pop("pixel_values", None)
+        tiles = model_kwargs.pop("image_num_tiles", None)
+        sizes = model_kwargs.pop("image_sizes", None)
         expanded_ids, model_kwargs = super()._expand_inputs_for_generation(
             expand_size, is_encoder_decoder, input_ids, **model_kwargs
         )
-        if images is not None:  # images belong to samples by placeholder count, not one row per sample
-            per_sample = (input_ids == self.config.image_token_id).sum(dim=1) // num_image_tokens(self.config)
-            first = torch.cumsum(per_sample, 0) - per_sample
+        if images is not None:  # images belong to samples by placeholders, not one row per sample
+            counts = [1] * images.shape[0] if tiles is None else [int(n) for n in tiles]
+            first_tile = torch.cumsum(torch.tensor([0] + counts), 0).tolist()
             order = [
-                first[sample] + k
-                for sample in range(len(per_sample))
-                for _ in range(expand_size)
-                for k in range(per_sample[sample])
+                i for group in self.model.assign_images(input_ids, counts) for _ in range(expand_size) for i in group
             ]
-            model_kwargs["pixel_values"] = images[torch.stack(order)] if order else images
+            rows = [t for i in order for t in range(first_tile[i], first_tile[i + 1])]
+            model_kwargs["pixel_values"] = images[torch.tensor(rows, dtype=torch.long, device=images.device)]
+            model_kwargs["image_num_tiles"] = torch.tensor([counts[i] for i in order])
+            if sizes is not None:
+                model_kwargs["image_sizes"] = sizes[torch.tensor(order, dtype=torch.long, device=sizes.device)]
         return expanded_ids, model_kwargs
 
 

@@ -12,10 +12,13 @@ Assistant turns are wrapped in `{% generation %}` so `return_assistant_tokens_ma
 
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
 
+from .anyres_hour_llava import anyres_tiles, anyres_token_count
+from .configuration_hour_llava import default_image_grid_pinpoints
 from .memory_hour_llava import QUERY_POLICIES, memaug_query_mask, num_image_tokens, num_video_tokens
 from .video_processing_hour_llava import HourLlavaVideoProcessorKwargs
 
@@ -34,6 +37,8 @@ GEOMETRY_FIELDS = (
     "temporal_min_frames",
     "temporal_max_frames",
     "vision_grid_size",
+    "image_aspect_ratio",
+    "image_grid_pinpoints",
 )
 DEFAULT_GEOMETRY = {
     "memory_pool_size": 8,
@@ -44,6 +49,8 @@ DEFAULT_GEOMETRY = {
     "temporal_min_frames": 32,
     "temporal_max_frames": 512,
     "vision_grid_size": 27,
+    "image_aspect_ratio": "anyres_max_9",
+    "image_grid_pinpoints": default_image_grid_pinpoints(384),
 }
 PAD_BACKGROUND = (127, 127, 127)  # the reference's expand2square colour, int(0.5 * 255)
 
@@ -109,7 +116,8 @@ class HourLlavaProcessor(ProcessorMixin):
     """
 
     valid_processor_kwargs = HourLlavaProcessorKwargs
-    unused_input_names = ["video_durations"]
+    unused_input_names = ["video_durations", "image_num_tokens"]
+    _image_layouts: list[str] | None = None  # set for the duration of one __call__
 
     def __init__(
         self,
@@ -149,16 +157,97 @@ class HourLlavaProcessor(ProcessorMixin):
     # -------------------------------------------------------------------------------------------------------------
     # Placeholder expansion (hooks of ProcessorMixin.__call__)
     # -------------------------------------------------------------------------------------------------------------
-    def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
-        num_frames = int(video_inputs["video_num_frames"][video_idx])
+    def video_replacement(self, num_frames: int, duration: float) -> str:
+        """What one `<video>` tag becomes: a placeholder per decoder token, then the time instruction."""
         text = self.video_token * num_video_tokens(num_frames, self.geometry)
         if self.add_time_instruction:
-            duration = float(video_inputs["video_durations"][video_idx])
             text += "\n" + self.time_instruction.format(duration=duration, num_frames=num_frames)
         return text
 
+    def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
+        num_frames = int(video_inputs["video_num_frames"][video_idx])
+        return self.video_replacement(num_frames, float(video_inputs["video_durations"][video_idx]))
+
+    def text_for_encoded_videos(
+        self,
+        text: str | list[str],
+        video_num_frames: list[int],
+        video_durations: list[float],
+        memaug_query_policy: str | None = None,
+        **tokenizer_kwargs,
+    ):
+        """Tokenize prompts about videos that are already encoded (`model.encode_video`): the `<video>` tags are
+        expanded from the frame counts and durations, nothing is decoded. Returns input_ids, attention_mask and
+        memaug_query_mask, ready for `generate(..., video_memory=memory)`."""
+        texts = [text] if isinstance(text, str) else list(text)
+        replacements = iter(zip(video_num_frames, video_durations, strict=True))
+        expanded = []
+        for sample in texts:
+            pieces = sample.split(self.video_token)
+            out = pieces[0]
+            for piece in pieces[1:]:
+                num_frames, duration = next(replacements)
+                out += self.video_replacement(int(num_frames), float(duration)) + piece
+            expanded.append(out)
+        outputs = self.tokenizer(expanded, **tokenizer_kwargs)
+        outputs["memaug_query_mask"] = self.memaug_query_mask(
+            outputs["input_ids"], outputs.get("attention_mask"), memaug_query_policy
+        )
+        return outputs
+
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
-        return self.image_token * num_image_tokens(self.geometry)
+        return self.image_token * int(image_inputs["image_num_tokens"][image_idx])
+
+    def _process_images(self, images, **kwargs):
+        """Each image becomes one padded square (several images in a sample, or `image_aspect_ratio="pad"`) or, alone
+        in its sample, anyres tiles: a 384 px base and the tiles of its best grid (reference Sec. 1.3)."""
+        geometry = self.geometry
+        layouts = self._image_layouts or ["pad"] * len(images)
+        tile = self.image_processor.size["height"]
+        tiles, counts, sizes, tokens = [], [], [], []
+        for image, layout in zip(images, layouts, strict=True):
+            image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+            image = image.convert("RGB")
+            if layout == "anyres":
+                pieces = anyres_tiles(image, geometry.image_grid_pinpoints, tile)
+                count = anyres_token_count(
+                    (image.height, image.width),
+                    geometry.image_grid_pinpoints,
+                    tile,
+                    geometry.vision_grid_size,
+                    geometry.spatial_keep_ratio,
+                    geometry.spatial_forgetting_mode,
+                    int(geometry.image_aspect_ratio.removeprefix("anyres_max_")),
+                )
+            else:
+                pieces, count = [pad_to_square(image)], num_image_tokens(geometry)
+            tiles += pieces
+            counts.append(len(pieces))
+            sizes.append([image.height, image.width])
+            tokens.append(count)
+        processed = self.image_processor(tiles, **kwargs)
+        processed["image_num_tiles"] = torch.tensor(counts)
+        processed["image_sizes"] = torch.tensor(sizes)
+        processed["image_num_tokens"] = tokens
+        replacements = [self.replace_image_token(processed, i) for i in range(len(images))]
+        return processed, replacements
+
+    def _image_layouts_for(self, images, text) -> tuple[list, list[str]]:
+        """Flatten images (nested per sample by chat templates, or flat with `<image>` tags in each text) and say how
+        each is processed: anyres when it is its sample's only image, else padded."""
+        if images and isinstance(images[0], (list, tuple)):
+            groups = [list(group) for group in images]
+        else:
+            flat = list(images) if isinstance(images, (list, tuple)) else [images]
+            texts = [text] if isinstance(text, str) else list(text or [])
+            counts = [sample.count(self.image_token) for sample in texts] or [len(flat)]
+            groups, cursor = [], 0
+            for count in counts:
+                groups.append(flat[cursor : cursor + count])
+                cursor += count
+        anyres = self.geometry.image_aspect_ratio.startswith("anyres")
+        layouts = ["anyres" if anyres and len(group) == 1 else "pad" for group in groups for _ in group]
+        return [image for group in groups for image in group], layouts
 
     def __call__(
         self, images=None, text=None, videos=None, audio=None, memaug_query_policy: str | None = None, **kwargs
@@ -166,11 +255,11 @@ class HourLlavaProcessor(ProcessorMixin):
         """Tokenize `text` (with `<image>` / `<video>` tags), process images and videos, expand the tags, and add
         `memaug_query_mask` (B, L) for `memaug_query_policy` (default: the processor's)."""
         if images is not None:
-            images = [
-                [pad_to_square(image) for image in group] if isinstance(group, (list, tuple)) else pad_to_square(group)
-                for group in (images if isinstance(images, (list, tuple)) else [images])
-            ]
-        outputs = super().__call__(images=images, text=text, videos=videos, **kwargs)
+            images, self._image_layouts = self._image_layouts_for(self.image_processor.fetch_images(images), text)
+        try:
+            outputs = super().__call__(images=images, text=text, videos=videos, **kwargs)
+        finally:
+            self._image_layouts = None
         if "input_ids" in outputs:
             outputs["memaug_query_mask"] = self.memaug_query_mask(
                 outputs["input_ids"], outputs.get("attention_mask"), memaug_query_policy or self.memaug_query_policy
@@ -231,7 +320,7 @@ class HourLlavaProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         names = list(self.tokenizer.model_input_names) + ["memaug_query_mask"]
-        names += ["pixel_values"] if self.image_processor is not None else []
+        names += ["pixel_values", "image_sizes", "image_num_tiles"] if self.image_processor is not None else []
         names += self.video_processor.model_input_names if self.video_processor is not None else []
         return list(dict.fromkeys(names))
 

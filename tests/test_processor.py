@@ -187,19 +187,42 @@ def test_batch_of_conversations_pads_every_mask(processor, model, clip, tmp_path
         assert model(**batch).logits.shape[:2] == batch["input_ids"].shape
 
 
-def test_images_are_padded_to_squares_with_the_reference_grey(processor, model, tokenizer):
+def test_images_are_padded_to_squares_with_the_reference_grey(tokenizer, model):
     from PIL import Image
 
+    padding = HourLlavaProcessor(
+        image_processor=SiglipImageProcessor(size={"height": SIZE, "width": SIZE}),
+        tokenizer=tokenizer,
+        video_processor=HourLlavaVideoProcessor(size={"height": SIZE, "width": SIZE}),
+        token_geometry={**HourLlavaProcessor.geometry_from_config(model.config), "image_aspect_ratio": "pad"},
+    )
     wide = Image.new("RGB", (100, 50), (255, 0, 0))
     messages = [{"role": "user", "content": [{"type": "image", "image": wide}, {"type": "text", "text": "Colour?"}]}]
-    batch = encode(processor, messages)
+    batch = encode(padding, messages)
     pixels = batch["pixel_values"]
-    assert pixels.shape == (1, 3, SIZE, SIZE)
+    assert pixels.shape == (1, 3, SIZE, SIZE) and batch["image_num_tiles"].tolist() == [1]
     grey = (127 / 255 - 0.5) / 0.5
     assert pixels[0, :, 2, SIZE // 2].allclose(torch.full((3,), grey), atol=0.02)  # the band above the image
     assert pixels[0, 0, SIZE // 2, SIZE // 2] > 0.9  # red inside
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     assert int((batch["input_ids"] == image_id).sum()) == num_image_tokens(model.config)
+    with torch.no_grad():
+        assert model(**batch).image_hidden_states.shape[0] == num_image_tokens(model.config)
+
+
+def test_a_single_image_is_tiled_and_several_are_padded(processor, model, tokenizer):
+    from PIL import Image
+
+    wide = Image.new("RGB", (300, 120), (255, 0, 0))  # best grid: 1 x 3 tiles of 140 px (120 x 300 kept whole)
+    messages = [{"role": "user", "content": [{"type": "image", "image": wide}, {"type": "text", "text": "Colour?"}]}]
+    batch = encode(processor, messages)
+    assert batch["image_num_tiles"].tolist() == [1 + 3] and batch["image_sizes"].tolist() == [[120, 300]]
+    assert batch["pixel_values"].shape == (4, 3, SIZE, SIZE)
+    placeholders = int((batch["input_ids"] == tokenizer.convert_tokens_to_ids("<image>")).sum())
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.image_hidden_states.shape[0] == placeholders > num_image_tokens(model.config)
+    assert model.generate(**batch, max_new_tokens=2, do_sample=False).shape[1] == batch["input_ids"].shape[1] + 2
 
     two = [
         {
@@ -215,7 +238,7 @@ def test_images_are_padded_to_squares_with_the_reference_grey(processor, model, 
     rendered = processor.apply_chat_template(two, add_generation_prompt=True)
     assert "<|im_start|>user\n<image>\nand<image>\nSame colour?<|im_end|>" in rendered
     batch = encode(processor, two)
-    assert batch["pixel_values"].shape[0] == 2
+    assert batch["pixel_values"].shape[0] == 2 and batch["image_num_tiles"].tolist() == [1, 1]
     with torch.no_grad():
         assert model(**batch).image_hidden_states.shape[0] == 2 * num_image_tokens(model.config)
 
