@@ -304,11 +304,16 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         for video in videos:
             if video.shape[0] == 0:
                 raise HourLlavaInputError("a video has zero frames; drop it or give it at least one frame")
-            tokens = []
-            for chunk in video.split(self.config.vision_chunk_size):
-                features = self.vision_features(chunk) if pixel_values_videos is not None else chunk
-                tokens.append(self.project_frames(features))
-            memory.append(torch.cat(tokens))
+            tokens = None  # filled chunk by chunk: no list of chunks and no concatenated copy
+            for start in range(0, video.shape[0], self.config.vision_chunk_size):
+                chunk = video[start : start + self.config.vision_chunk_size]
+                projected = self.project_frames(
+                    self.vision_features(chunk) if pixel_values_videos is not None else chunk
+                )
+                if tokens is None:
+                    tokens = projected.new_empty((video.shape[0], *projected.shape[1:]))
+                tokens[start : start + chunk.shape[0]] = projected
+            memory.append(tokens)
         return HourLlavaVideoMemory(memory)
 
     def encode_images(self, pixel_values: torch.Tensor, image_num_tiles=None) -> list[torch.Tensor]:
@@ -392,7 +397,9 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         """
         newline = self.image_newline
         if video_tokens is not None:
-            frames = video_tokens[resample_frame_indices(video_tokens.shape[0], self.config.memory_min_frames)]
+            frames = video_tokens
+            if video_tokens.shape[0] < self.config.memory_min_frames:
+                frames = video_tokens[resample_frame_indices(video_tokens.shape[0], self.config.memory_min_frames)]
             generator = self._generator(question_ids, frames.shape[0])
             question = text_embeds[query_mask]
             memory = memory_repository(frames, newline)
