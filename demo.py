@@ -72,7 +72,7 @@ def seconds_since(start: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=60.0, help="length of the synthetic video")
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the synthetic video (60 for an hour)")
     parser.add_argument("--questions", type=int, default=3, choices=range(1, len(QUESTIONS) + 1))
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--workdir", type=Path, default=Path(".cache/demo"))
