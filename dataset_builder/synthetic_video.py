@@ -51,6 +51,8 @@ def write_video(
     gop: int | None = None,
     bframes: int | None = None,
     frame_fn: Callable[[int, int, int], np.ndarray] = indexed_frame,
+    options: dict[str, str] | None = None,
+    frame_format: str = "rgb24",
 ) -> str:
     """Encode `num_frames` frames to `path` (container from the extension) and return the path.
 
@@ -58,12 +60,17 @@ def write_video(
     rotation: clockwise display rotation in degrees, written into the mp4/mov track matrix as phones do (the pixels
         are stored unrotated; a player turns them).
     gop, bframes: encoder GOP length and B-frames (x264 defaults when None).
+    options: encoder options (FFmpeg's `-preset`, `-x264-params`, ...); default `CODEC_OPTIONS[codec]`, which for
+        x264 is preset ultrafast, that is no B-frames unless `bframes` asks for them.
+    frame_format: pixel format of the arrays `frame_fn` returns (`av.VideoFrame.from_ndarray`'s `format`); "yuv420p"
+        (an (H * 3 / 2, W) array of the three planes) skips the RGB to YUV conversion, for long videos.
     """
     path = os.fspath(path)
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner otherwise
     rate = fractions.Fraction(fps).limit_denominator(1001)
     with av.open(path, "w") as container:
-        stream = container.add_stream(codec, rate=rate, options=dict(CODEC_OPTIONS.get(codec, {})))
+        options = dict(CODEC_OPTIONS.get(codec, {}) if options is None else options)
+        stream = container.add_stream(codec, rate=rate, options=options)
         # 4:2:0 needs even sizes in H.264; odd sizes (a case loaders must handle) are written 4:4:4.
         odd = width % 2 or height % 2
         stream.width, stream.height = width, height
@@ -75,7 +82,7 @@ def write_video(
         time_base = fractions.Fraction(1, 1000) if timestamps is not None else 1 / rate
         stream.codec_context.time_base = time_base
         for index in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(frame_fn(index, width, height), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(frame_fn(index, width, height), format=frame_format)
             seconds = timestamps[index] if timestamps is not None else index / rate
             frame.pts = round(seconds / time_base)
             frame.time_base = time_base

@@ -1,0 +1,873 @@
+"""Video decoding benchmark: Hour-LLaVA's 1 fps loader against lmms-eval's `read_video` and a full decode.
+
+What is measured
+----------------
+Videos of 30 and 60 minutes (`--durations`, in minutes) at 1280 x 720, 30 fps, H.264 (x264, preset `superfast` by
+default: it keeps x264's default B-frames, 3 with a reference pyramid and adaptive placement, CABAC and the
+deblocking filter, and encodes an hour of 720p in about 20 minutes on 2 idle cores), each in two GOP layouts:
+
+* `normal GOP`: x264's default keyframe interval (250 frames, 8.3 s);
+* `long GOP`: a keyframe every 1,800 frames (60 s).
+
+The content is synthetic but moves like video: a textured background that pans, smooth blobs that slide across
+it, and two bands of black and white blocks that carry the frame index (its Gray code, so one block changes per
+frame and x264 keeps choosing B-frames): the low 16 bits across the middle, read with
+`dataset_builder.synthetic_video.read_frame_index`, and the high bits in a band centred at 1/6 of the height,
+read the same way on the top third of the frame. So every decoded frame says which frame it is.
+
+Each video is decoded by:
+
+* `ours`: `decode_frames(path, size=384, backend="pyav")`, what `HourLlavaVideoProcessor` does: 1 fps, frames
+  resized to 384 x 384 while decoding, all cores;
+* `ours, 1 thread`: the same with `threads=1`;
+* `lmms-eval read_video`: lmms-eval's reader, `read_video(path, fps=1, num_frm=10**9, backend="pyav")`: with
+  `num_frm` that large, `fps=1` alone decides the count (`int(frames / frame rate)`, spread evenly over the video),
+  and the frames come back at full resolution (N, 720, 1280, 3) as its models receive them;
+* `full decode (ffmpeg)`: `ffmpeg -v error -threads 0 -i file -f null -` (FFmpeg's command line, where installed):
+  every frame decoded with all cores, nothing converted;
+* `full decode (PyAV)`: every frame decoded by PyAV with frame threads, nothing converted.
+
+Every measurement runs in a fresh child process (`--start-method spawn`, the default: a new interpreter), so its
+peak RSS (`ru_maxrss`) belongs to it alone; it includes the interpreter and the imports (for `ours`, the
+`modeling_hour_llava` package with torch and transformers, about 0.8 GB; the RSS after the imports is reported
+as `baseline`). The time is the wall-clock time of the decoding call alone (for ffmpeg, of the process). Before
+each video's rows the file is read once, so every method finds it in the page cache.
+
+Columns: `wall s` is the wall-clock time of the call (with `--repeats N`, the fastest of N); `CPU s` the CPU time
+of all the process's threads during it; `frames` what the method returns; `decoded fps` the video's frames
+divided by the wall time, how fast the method gets through the video (for a full decode, the frames decoded per
+second); `vs lmms-eval` and `vs full decode` are speed-ups (their wall time divided by this row's; above 1 is
+faster); `check` compares the frame index printed in every returned frame with the index the sampling rule asks
+for: the reference's rule (every `round(fps)`-th frame; at least 128 frames spread evenly) for `ours`, lmms-eval's
+own (`linspace`) for lmms-eval; `other load` is the CPU that other processes of the machine used meanwhile, as a
+share of all cores: wall times are only comparable between rows where it is near 0 (CPU times suffer less).
+
+The goals (from the issue) are checked on `ours` for every video: at least 1.5x faster than lmms-eval's reader, no
+slower than the full decode (ffmpeg's where installed, else PyAV's), and a peak RSS under 2 GiB for one hour of
+720p.
+
+Results: a markdown table on stdout and a JSON file (`benchmarks/results/video_decoding.json` by default, written
+atomically) with the rows, the goals, the videos and the machine. Encoded videos are cached in `--workdir`
+(`/tmp/hour_llava_decode_bench` by default); the 60-minute file is the 30-minute file followed by a second
+30-minute part (joined without re-encoding), so an hour of video is encoded once per GOP layout.
+
+    python benchmarks/video_decoding.py            # full run: ~45 min of encoding the first time, then ~70 min
+    python benchmarks/video_decoding.py --quick    # 1-minute 360p videos, 3 methods: a smoke test (~30 s idle)
+"""
+
+from __future__ import annotations
+
+import argparse
+import fractions
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "video_decoding.json"
+DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "hour_llava_decode_bench"
+
+FPS = 30
+SAMPLE_FPS = 1.0
+MIN_FRAMES = 128  # the reference's (and `decode_frames`') minimum number of sampled frames
+SIZE = 384  # what the processor asks for
+DEFAULT_DURATIONS_MIN = (30.0, 60.0)
+QUICK_DURATIONS_MIN = (1.0,)
+DEFAULT_HEIGHT, QUICK_HEIGHT = 720, 360
+DEFAULT_PRESET = "superfast"
+GOPS = {"normal GOP": None, "long GOP": 1800}  # keyframe interval in frames; None: x264's default (250)
+CONTENT_VERSION = 1  # bump when `Scene` changes, so cached videos are re-encoded
+
+OURS = "ours"
+OURS_1_THREAD = "ours, 1 thread"
+LMMS_EVAL = "lmms-eval read_video"
+FULL_FFMPEG = "full decode (ffmpeg)"
+FULL_PYAV = "full decode (PyAV)"
+METHODS = (FULL_FFMPEG, FULL_PYAV, OURS, OURS_1_THREAD, LMMS_EVAL)
+QUICK_METHODS = (FULL_FFMPEG, OURS, LMMS_EVAL)  # FULL_PYAV replaces FULL_FFMPEG where ffmpeg is missing
+
+SPEEDUP_GOAL = 1.5  # ours at least this much faster than lmms-eval's reader
+RSS_GOAL_MIB = 2 * 1024  # peak RSS of ours on one hour of 720p
+RSS_GOAL_MIN_SECONDS, RSS_GOAL_MIN_HEIGHT = 3600, 720
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Synthetic videos
+# ---------------------------------------------------------------------------------------------------------------
+class Scene:
+    """Frames of a moving synthetic scene as yuv420p arrays ((H * 3 / 2, W) uint8), with the index in two bands.
+
+    `scene(i, width, height)` is frame `offset + i` (the signature `write_video`'s `frame_fn` has).
+    """
+
+    def __init__(self, width: int, height: int, offset: int = 0, seed: int = 0, progress: str | None = None):
+        import numpy as np
+
+        from dataset_builder.synthetic_video import INDEX_BITS
+
+        if width % 2 or height % 2:
+            raise ValueError("yuv420p needs an even width and height")
+        self.width, self.height, self.offset, self.progress = width, height, offset, progress
+        self.started = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        self.pad = pad = max(16, width // 8) & ~1
+        rows, cols = height + 2 * pad, width + 2 * pad
+        yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+        # Smooth random relief (blocky noise, box-blurred), waves and a little fine grain.
+        cell = 32
+        coarse = rng.normal(size=(rows // cell + 2, cols // cell + 2)).astype(np.float32)
+        coarse = np.kron(coarse, np.ones((cell, cell), np.float32))[:rows, :cols]
+        k = cell // 2
+        summed = np.cumsum(np.cumsum(np.pad(coarse, k, mode="edge"), 0), 1)
+        smooth = (summed[2 * k :, 2 * k :] - summed[: -2 * k, 2 * k :] - summed[2 * k :, : -2 * k])[:rows, :cols]
+        smooth = (smooth + summed[: -2 * k, : -2 * k][:rows, :cols]) / (4 * k * k)
+        luma = 110 + 40 * np.sin(xx / 97.0) * np.cos(yy / 61.0) + 50 * smooth + rng.normal(0, 3, (rows, cols))
+        self.luma = np.clip(luma, 16, 235).astype(np.uint8)
+        hy, hx = yy[::2, ::2], xx[::2, ::2]
+        self.cb = np.clip(128 + 40 * np.sin(hx / 100.0 + hy / 140.0), 16, 240).astype(np.uint8)
+        self.cr = np.clip(128 + 40 * np.cos(hx / 80.0 - hy / 180.0), 16, 240).astype(np.uint8)
+        blob_h, blob_w = (height // 6) & ~1, (width // 10) & ~1
+        by, bx = np.mgrid[0:blob_h, 0:blob_w].astype(np.float32)
+        radius = np.hypot((by - blob_h / 2) / blob_h, (bx - blob_w / 2) / blob_w) * 2
+        self.blob = np.clip(200 - 80 * radius + 20 * np.sin(bx / 5.0), 16, 235).astype(np.uint8)
+        self.band_half = max(4, height // 24) & ~1
+        self.edges = np.linspace(0, width, INDEX_BITS + 1).astype(int)
+        self.bits = INDEX_BITS
+
+    @staticmethod
+    def _triangle(value: int, period: int) -> int:
+        value %= 2 * period
+        return value if value < period else 2 * period - value
+
+    def _band(self, y, cb, cr, centre: int, value: int) -> None:
+        rows = slice(centre - self.band_half, centre + self.band_half)
+        for bit in range(self.bits):
+            y[rows, self.edges[bit] : self.edges[bit + 1]] = 235 if (value >> bit) & 1 else 16
+        cb[rows.start // 2 : rows.stop // 2] = 128
+        cr[rows.start // 2 : rows.stop // 2] = 128
+
+    def __call__(self, index: int, width: int, height: int):
+        import numpy as np
+
+        w, h, pad = self.width, self.height, self.pad
+        if (width, height) != (w, h):
+            raise ValueError(f"scene is {w}x{h}, asked for {width}x{height}")
+        index += self.offset
+        frame = np.empty((h * 3 // 2, w), np.uint8)
+        y = frame[:h]
+        cb = frame[h : h + h // 4].reshape(h // 2, w // 2)
+        cr = frame[h + h // 4 :].reshape(h // 2, w // 2)
+        x0 = self._triangle(2 * index, 2 * pad) & ~1  # pans 2 px per frame, back and forth
+        y0 = self._triangle(2 * (index // 2), 2 * pad) & ~1
+        y[:] = self.luma[y0 : y0 + h, x0 : x0 + w]
+        cb[:] = self.cb[y0 // 2 : y0 // 2 + h // 2, x0 // 2 : x0 // 2 + w // 2]
+        cr[:] = self.cr[y0 // 2 : y0 // 2 + h // 2, x0 // 2 : x0 // 2 + w // 2]
+        blob_h, blob_w = self.blob.shape
+        for k, speed in enumerate((3, -5, 7)):  # three blobs sliding through the bottom third
+            x = (k * w // 3 + speed * index) % (w - blob_w)
+            top = 2 * h // 3 + 4 + (k * blob_h // 2) % max(1, h // 3 - blob_h - 8)
+            y[top : top + blob_h, x : x + blob_w] = self.blob
+        gray = index ^ (index >> 1)
+        self._band(y, cb, cr, h // 2, gray & ((1 << self.bits) - 1))
+        self._band(y, cb, cr, (h // 3) // 2, gray >> self.bits)
+        if self.progress and index % 9000 == 0 and index > self.offset:
+            rate = (index - self.offset) / (time.perf_counter() - self.started)
+            print(f"    {self.progress}: frame {index:,} ({rate:.0f} fps)", file=sys.stderr, flush=True)
+        return frame
+
+
+def frame_index(frame) -> int:
+    """The index a `Scene` frame carries; `frame` is (H, W, 3) or (3, H, W) uint8 RGB, any size."""
+    from dataset_builder.synthetic_video import INDEX_BITS, read_frame_index
+
+    if frame.shape[0] == 3 and frame.shape[-1] != 3:
+        frame = frame.transpose(1, 2, 0)
+    gray = read_frame_index(frame) | read_frame_index(frame[: frame.shape[0] // 3]) << INDEX_BITS
+    index = 0
+    while gray:
+        index ^= gray
+        gray >>= 1
+    return index
+
+
+@dataclass
+class Video:
+    label: str
+    path: str
+    gop: str
+    keyint: int | None
+    minutes: float
+    width: int
+    height: int
+    fps: int
+    frames: int
+    preset: str
+    size_mb: float = 0.0
+    encode_seconds: float = 0.0  # 0 when it came from the cache
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.fps
+
+
+def _encode_part(path: Path, first: int, count: int, width: int, height: int, keyint, preset: str) -> float:
+    """Encode frames [first, first + count) of the scene to `path` (atomically); returns the seconds it took."""
+    from dataset_builder.synthetic_video import write_video
+
+    started = time.perf_counter()
+    scene = Scene(width, height, offset=first, progress=path.name)
+    partial = path.with_name(path.stem + ".partial" + path.suffix)
+    write_video(
+        partial,
+        count,
+        fps=FPS,
+        width=width,
+        height=height,
+        codec="libx264",
+        gop=keyint,
+        frame_fn=scene,
+        options={"preset": preset},
+        frame_format="yuv420p",
+    )
+    os.replace(partial, path)
+    return time.perf_counter() - started
+
+
+def _join_parts(parts: list[Path], path: Path, frames_per_part: list[int]) -> None:
+    """Concatenate H.264 mp4 files made with identical encoder settings into `path`, without re-encoding."""
+    import av
+
+    partial = path.with_name(path.stem + ".partial" + path.suffix)
+    with av.open(str(partial), "w") as output:
+        stream = None
+        start_frame = 0
+        for part, frames in zip(parts, frames_per_part, strict=True):
+            with av.open(str(part)) as source:
+                video = source.streams.video[0]
+                if stream is None:
+                    stream = output.add_stream_from_template(video)
+                    extradata = video.codec_context.extradata
+                elif video.codec_context.extradata != extradata:
+                    raise RuntimeError(f"{part}: other encoder parameters than {parts[0]}; cannot join")
+                shift = round(fractions.Fraction(start_frame, FPS) / video.time_base)
+                for packet in source.demux(video):
+                    if packet.dts is None:  # the demuxer's final empty packet
+                        continue
+                    packet.pts += shift
+                    packet.dts += shift
+                    packet.stream = stream
+                    output.mux(packet)
+            start_frame += frames
+    os.replace(partial, path)
+
+
+def prepare_videos(args) -> list[Video]:
+    """Encode (or find in the cache) every video of the run."""
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    height = args.height
+    width = round(height * 16 / 9) // 2 * 2
+    # Parts between consecutive durations: the video of duration d is the parts up to d, joined.
+    boundaries = sorted({round(minutes * 60 * FPS) for minutes in args.durations})
+    starts = [0, *boundaries[:-1]]
+    videos = []
+    for gop, keyint in GOPS.items():
+        stem = f"scene{CONTENT_VERSION}_{width}x{height}_{FPS}fps_{args.preset}_keyint{keyint or 'default'}"
+        parts, counts, encode_seconds = [], [], 0.0
+        for first, end in zip(starts, boundaries, strict=True):
+            part = workdir / f"{stem}_frames{first}-{end}.mp4"
+            if not part.exists():
+                print(f"  encoding {part.name} ({end - first:,} frames)", file=sys.stderr, flush=True)
+                seconds = _encode_part(part, first, end - first, width, height, keyint, args.preset)
+                encode_seconds += seconds
+                print(f"  encoded {part.name} in {seconds:.0f} s", file=sys.stderr, flush=True)
+            parts.append(part)
+            counts.append(end - first)
+            total = sum(counts)
+            path = part if len(parts) == 1 else workdir / f"{stem}_frames0-{end}.mp4"
+            if not path.exists():
+                _join_parts(parts, path, counts)
+            minutes = total / FPS / 60
+            videos.append(
+                Video(
+                    label=f"{minutes:g} min {height}p, {gop}",
+                    path=str(path),
+                    gop=gop,
+                    keyint=keyint,
+                    minutes=minutes,
+                    width=width,
+                    height=height,
+                    fps=FPS,
+                    frames=total,
+                    preset=args.preset,
+                    size_mb=round(path.stat().st_size / 1e6, 1),
+                    encode_seconds=round(encode_seconds, 1),
+                )
+            )
+    return sorted(videos, key=lambda video: (video.minutes, list(GOPS).index(video.gop)))
+
+
+PICTURE_TYPES = {1: "I", 2: "P", 3: "B", 4: "S", 5: "SI", 6: "SP", 7: "BI"}  # FFmpeg's AVPictureType
+
+
+def stream_summary(path: str) -> dict:
+    """Codec, bit rate and the picture types of the first 300 frames (I, P, B) of a video."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        types: dict[str, int] = {}
+        for number, frame in enumerate(container.decode(stream)):
+            name = getattr(frame.pict_type, "name", None) or PICTURE_TYPES.get(int(frame.pict_type), "?")
+            types[name] = types.get(name, 0) + 1
+            if number >= 299:
+                break
+        return dict(
+            codec=stream.codec_context.name,
+            profile=stream.codec_context.profile,
+            pix_fmt=stream.codec_context.pix_fmt,
+            bit_rate_mbps=round((stream.bit_rate or container.bit_rate or 0) / 1e6, 2),
+            has_b_frames=stream.codec_context.has_b_frames,
+            frame_types_first_300=types,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measurements (child side)
+# ---------------------------------------------------------------------------------------------------------------
+def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    peak = resource.getrusage(who).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def cpu_seconds(usage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
+def expected_ours(num_frames: int, fps: float):
+    """The reference's sampling rule, written out independently of `sample_frame_indices`."""
+    import numpy as np
+
+    step = max(1, round(fps / SAMPLE_FPS))
+    indices = np.arange(0, num_frames, step)
+    if len(indices) < MIN_FRAMES:
+        indices = np.linspace(0, num_frames - 1, min(num_frames, MIN_FRAMES)).astype(np.int64)
+    return indices
+
+
+def expected_lmms_eval(num_frames: int, fps: float):
+    """lmms-eval's `load_video_stream` with `fps=1` and an unbounded `num_frm`."""
+    import numpy as np
+
+    count = min(num_frames, int(num_frames / fps * SAMPLE_FPS))
+    return np.linspace(0, num_frames - 1, count, dtype=int)
+
+
+def index_check(frames, expected) -> dict:
+    """Compare the index each returned frame carries with the expected one."""
+    frames = frames.numpy() if hasattr(frames, "numpy") else frames
+    found = [frame_index(frames[k]) for k in range(len(frames))]
+    count = min(len(found), len(expected))
+    errors = [abs(found[k] - int(expected[k])) for k in range(count)]
+    matching = sum(error == 0 for error in errors)
+    first_bad = next((k for k, error in enumerate(errors) if error), None)
+    return dict(
+        checked=len(found),
+        expected=len(expected),
+        matching=matching,
+        max_abs_error=max(errors, default=0),
+        first_mismatch=None
+        if first_bad is None
+        else dict(position=first_bad, found=found[first_bad], expected=int(expected[first_bad])),
+        ok=len(found) == len(expected) and matching == len(expected),
+    )
+
+
+class Window:
+    """Wall time, CPU time of this process (all its threads) and of the rest of the machine, around one call."""
+
+    def __enter__(self):
+        self.baseline_rss_mib = peak_rss_mib()
+        self.busy = busy_cpu_seconds()
+        self.cpu = cpu_seconds(resource.getrusage(resource.RUSAGE_SELF))
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.started
+        self.cpu = cpu_seconds(resource.getrusage(resource.RUSAGE_SELF)) - self.cpu
+        self.peak_rss_mib = peak_rss_mib()
+        busy = busy_cpu_seconds()
+        self.other_share = None if busy is None else other_share(busy - self.busy - self.cpu, self.seconds)
+
+    def result(self, **fields) -> dict:
+        return dict(
+            seconds=self.seconds,
+            cpu_seconds=self.cpu,
+            baseline_rss_mib=self.baseline_rss_mib,
+            peak_rss_mib=self.peak_rss_mib,
+            other_processes_cpu_share=self.other_share,
+            **fields,
+        )
+
+
+def measure_ours(path: str, threads: int) -> dict:
+    from modeling_hour_llava.video_loading_hour_llava import decode_frames
+
+    with Window() as window:
+        frames, info, times = decode_frames(path, size=SIZE, backend="pyav", threads=threads)
+    expected = expected_ours(info.num_frames, info.fps)
+    check = index_check(frames, expected)
+    check["max_time_error_s"] = float(abs(times - expected[: len(times)] / info.fps).max()) if len(times) else None
+    return window.result(
+        frames=int(frames.shape[0]),
+        frame_shape=list(frames.shape[1:]),
+        output_mib=round(frames.numel() / 2**20, 1),
+        video_frames=info.num_frames,
+        index_check=check,
+    )
+
+
+def measure_lmms_eval(path: str, threads: int) -> dict:
+    import av
+    from lmms_eval.models.model_utils.load_video import read_video
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        num_frames, rate = stream.frames, float(stream.average_rate)
+    with Window() as window:
+        frames = read_video(path, num_frm=10**9, fps=SAMPLE_FPS, backend="pyav")
+    return window.result(
+        frames=int(frames.shape[0]),
+        frame_shape=list(frames.shape[1:]),
+        output_mib=round(frames.nbytes / 2**20, 1),
+        video_frames=num_frames,
+        index_check=index_check(frames, expected_lmms_eval(num_frames, rate)),
+    )
+
+
+def measure_full_pyav(path: str, threads: int) -> dict:
+    import av
+
+    with Window() as window, av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        count = sum(1 for _ in container.decode(stream))
+    return window.result(frames=count, video_frames=count)
+
+
+CHILD_MEASURES = {
+    OURS: (measure_ours, 0),
+    OURS_1_THREAD: (measure_ours, 1),
+    LMMS_EVAL: (measure_lmms_eval, 0),
+    FULL_PYAV: (measure_full_pyav, 0),
+}
+
+
+def worker(method: str, path: str, connection) -> None:
+    """Child process entry: one measurement; its result (or traceback) goes back through `connection`."""
+    try:
+        measure, threads = CHILD_MEASURES[method]
+        result = measure(path, threads)
+        result["peak_rss_mib"] = max(result["peak_rss_mib"], peak_rss_mib())  # the check after the call included
+        connection.send(("ok", result))
+    except BaseException:  # report everything, MemoryError included
+        connection.send(("error", traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parent
+# ---------------------------------------------------------------------------------------------------------------
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes of the machine have used since boot (None where /proc/stat is missing)."""
+    try:
+        fields = open("/proc/stat").readline().split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def other_share(other_cpu_seconds: float, seconds: float) -> float:
+    """CPU the rest of the machine used, as a share of all cores over `seconds`."""
+    return round(max(0.0, other_cpu_seconds) / (seconds * available_cores()), 3) if seconds > 0 else 0.0
+
+
+def available_mib() -> float:
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+
+
+def warm_page_cache(path: str) -> None:
+    with open(path, "rb") as handle:
+        while handle.read(1 << 24):
+            pass
+
+
+def run_ffmpeg(path: str) -> dict:
+    """`ffmpeg` decoding every frame: wall time, peak RSS and CPU time of that process alone (`wait4`)."""
+    command = [shutil.which("ffmpeg"), "-nostdin", "-v", "error", "-threads", "0", "-i", path, "-f", "null", "-"]
+    busy = busy_cpu_seconds()
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    process.stderr.close()
+    if process.returncode:
+        raise RuntimeError(f"ffmpeg failed ({process.returncode}): {stderr.decode(errors='replace')[-2000:]}")
+    peak = usage.ru_maxrss / 2**20 if sys.platform == "darwin" else usage.ru_maxrss / 2**10
+    share = None if busy is None else other_share(busy_cpu_seconds() - busy - cpu_seconds(usage), seconds)
+    return dict(
+        seconds=seconds,
+        cpu_seconds=cpu_seconds(usage),
+        frames=None,
+        peak_rss_mib=peak,
+        baseline_rss_mib=None,
+        other_processes_cpu_share=share,
+    )
+
+
+def noop() -> None:
+    pass
+
+
+def run_in_child(context, method: str, path: str) -> dict:
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=worker, args=(method, path, sender))
+    process.start()
+    sender.close()
+    try:
+        status, payload = receiver.recv()
+    except EOFError:
+        process.join()
+        raise RuntimeError(f"the child died with exit code {process.exitcode} (killed for memory?)") from None
+    process.join()
+    if status != "ok":
+        raise RuntimeError(f"failed in the child:\n{payload}")
+    return payload
+
+
+def lmms_eval_projected_mib(video: Video) -> float:
+    """lmms-eval keeps every sampled frame as a decoded yuv420p frame, then copies all of them to RGB at full size."""
+    sampled = min(video.frames, int(video.seconds * SAMPLE_FPS))
+    return sampled * video.width * video.height * (1.5 + 3) / 2**20 + 300
+
+
+def measure(context, method: str, video: Video, args) -> dict:
+    row = dict(video=video.label, method=method, video_frames=video.frames, minutes=video.minutes, gop=video.gop)
+    if method == LMMS_EVAL:
+        projected = lmms_eval_projected_mib(video)
+        row["projected_peak_rss_mib"] = round(projected)
+        limit = min(args.max_rss_gb * 1024, 0.85 * available_mib())
+        if projected > limit:
+            row["skipped"] = f"projected peak RSS {projected / 1024:.1f} GiB > {limit / 1024:.1f} GiB"
+            print(f"  {method:<22} skipped: {row['skipped']}", file=sys.stderr, flush=True)
+            return row
+    runs = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        try:
+            result = run_ffmpeg(video.path) if method == FULL_FFMPEG else run_in_child(context, method, video.path)
+        except RuntimeError as error:
+            row["error"] = str(error)
+            print(f"  {method:<22} FAILED: {error}", file=sys.stderr, flush=True)
+            return row
+        result["process_seconds"] = round(time.perf_counter() - started, 2)  # with the child's start and imports
+        runs.append(result)
+    row.update(min(runs, key=lambda run: run["seconds"]))  # the least disturbed run
+    if args.repeats > 1:
+        row["all_seconds"] = [round(run["seconds"], 3) for run in runs]
+    if row.get("frames") is None:
+        row["frames"] = video.frames
+    row["seconds"] = round(row["seconds"], 3)
+    row["cpu_seconds"] = round(row["cpu_seconds"], 2)
+    row["decoded_fps"] = round(video.frames / row["seconds"], 1)
+    for key in ("peak_rss_mib", "baseline_rss_mib"):
+        if row.get(key) is not None:
+            row[key] = round(row[key], 1)
+    if row.get("baseline_rss_mib") is not None:
+        row["rss_above_baseline_mib"] = round(row["peak_rss_mib"] - row["baseline_rss_mib"], 1)
+    check = row.get("index_check")
+    verdict = (
+        "" if not check else f", frames {'ok' if check['ok'] else 'WRONG'} ({check['matching']}/{check['expected']})"
+    )
+    print(
+        f"  {method:<22} {row['seconds']:8.2f} s (CPU {row['cpu_seconds']:.1f} s), {row['frames']:>7,} frames, "
+        f"peak RSS {row['peak_rss_mib']:8.1f} MiB{verdict}, other processes {_share(row)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return row
+
+
+def add_speedups(rows: list[dict], full_method: str) -> None:
+    by_video: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_video.setdefault(row["video"], {})[row["method"]] = row
+    for methods in by_video.values():
+        lmms = methods.get(LMMS_EVAL, {}).get("seconds")
+        full = methods.get(full_method, {}).get("seconds")
+        for row in methods.values():
+            seconds = row.get("seconds")
+            row["speedup_vs_lmms_eval"] = round(lmms / seconds, 2) if lmms and seconds else None
+            row["speedup_vs_full_decode"] = round(full / seconds, 2) if full and seconds else None
+
+
+def check_goals(rows: list[dict], videos: list[Video], full_method: str) -> list[dict]:
+    goals = []
+    for video in videos:
+        ours = next((row for row in rows if row["video"] == video.label and row["method"] == OURS), None)
+        if not ours or ours.get("seconds") is None:
+            continue
+        speedup = ours.get("speedup_vs_lmms_eval")
+        goals.append(
+            dict(
+                video=video.label,
+                goal=f">= {SPEEDUP_GOAL}x faster than lmms-eval",
+                value=speedup,
+                met=None if speedup is None else speedup >= SPEEDUP_GOAL,
+            )
+        )
+        versus_full = ours.get("speedup_vs_full_decode")
+        goals.append(
+            dict(
+                video=video.label,
+                goal=f"no slower than {full_method}",
+                value=versus_full,
+                met=None if versus_full is None else versus_full >= 1.0,
+            )
+        )
+        if video.seconds >= RSS_GOAL_MIN_SECONDS and video.height >= RSS_GOAL_MIN_HEIGHT:
+            goals.append(
+                dict(
+                    video=video.label,
+                    goal=f"peak RSS < {RSS_GOAL_MIB} MiB",
+                    value=ours["peak_rss_mib"],
+                    met=ours["peak_rss_mib"] < RSS_GOAL_MIB,
+                )
+            )
+        goals.append(
+            dict(video=video.label, goal="frames are the 1 fps samples", value=None, met=ours["index_check"]["ok"])
+        )
+    return goals
+
+
+def _ratio(value) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _share(row: dict) -> str:
+    share = row.get("other_processes_cpu_share")
+    return "-" if share is None else f"{share:.0%}"
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [
+        "| video | method | wall s | CPU s | frames | decoded fps | peak RSS MiB | vs lmms-eval | vs full decode "
+        "| check | other load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for row in rows:
+        if row.get("skipped") or row.get("error"):
+            why = row.get("skipped") or "failed: " + row["error"].strip().splitlines()[-1][:120]
+            lines.append(f"| {row['video']} | {row['method']} | - | - | - | - | - | - | - | {why} | - |")
+            continue
+        check = row.get("index_check")
+        verdict = "-" if not check else ("ok" if check["ok"] else "WRONG") + f" {check['matching']}/{check['expected']}"
+        lines.append(
+            f"| {row['video']} | {row['method']} | {row['seconds']:.2f} | {row['cpu_seconds']:.1f} | {row['frames']:,} "
+            f"| {row['decoded_fps']:,.0f} | {row['peak_rss_mib']:,.0f} | {_ratio(row['speedup_vs_lmms_eval'])} "
+            f"| {_ratio(row['speedup_vs_full_decode'])} | {verdict} | {_share(row)} |"
+        )
+    return "\n".join(lines)
+
+
+def format_goals(goals: list[dict]) -> str:
+    lines = []
+    for goal in goals:
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[goal["met"]]
+        value = "" if goal["value"] is None else f" ({goal['value']})"
+        lines.append(f"- {goal['video']}: {goal['goal']}: {verdict}{value}")
+    return "\n".join(lines)
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def machine_info() -> dict:
+    import av
+    import numpy
+
+    info = dict(
+        platform=platform.platform(),
+        machine=platform.machine(),
+        python=platform.python_version(),
+        cpu_count=os.cpu_count(),
+        cores_available=available_cores(),
+        ram_gib=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        av=av.__version__,
+        pyav_ffmpeg={name: ".".join(map(str, version)) for name, version in av.library_versions.items()},
+        numpy=numpy.__version__,
+        ffmpeg=None,
+    )
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if shutil.which("ffmpeg"):
+        version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False).stdout
+        info["ffmpeg"] = version.splitlines()[0] if version else "?"
+    for name in ("torch", "lmms_eval"):
+        try:
+            from importlib.metadata import version as package_version
+
+            info[name] = package_version(name.replace("_", "-"))
+        except Exception:
+            info[name] = None
+    return info
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(data, file, indent=2)
+            file.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where encoded videos are cached")
+    parser.add_argument(
+        "--durations",
+        type=float,
+        nargs="+",
+        default=None,
+        help="video lengths in minutes (default 30 60; 1 with --quick)",
+    )
+    parser.add_argument("--quick", action="store_true", help="1-minute 360p videos and 3 methods: a smoke test")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON file to write")
+    parser.add_argument("--height", type=int, default=None, help="video height, 16:9 (default 720; 360 with --quick)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help="x264 preset of the encoded videos")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: all (3 with --quick)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="measure each row this many times and keep the fastest (default 1)"
+    )
+    parser.add_argument(
+        "--max-rss-gb",
+        type=float,
+        default=round(0.85 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        help="skip lmms-eval where its projected peak RSS is larger (default 85%% of RAM; also 85%% of what is free)",
+    )
+    parser.add_argument(
+        "--start-method",
+        choices=("spawn", "forkserver"),
+        default=None,
+        help="how each measurement's process starts (default spawn; forkserver with --quick, which imports once)",
+    )
+    args = parser.parse_args(argv)
+    args.durations = args.durations or list(QUICK_DURATIONS_MIN if args.quick else DEFAULT_DURATIONS_MIN)
+    args.height = args.height or (QUICK_HEIGHT if args.quick else DEFAULT_HEIGHT)
+    args.start_method = args.start_method or ("forkserver" if args.quick else "spawn")
+    if args.methods is None:
+        args.methods = list(QUICK_METHODS if args.quick else METHODS)
+    if FULL_FFMPEG in args.methods and not shutil.which("ffmpeg"):  # PyAV's full decode stands in
+        args.methods = list(dict.fromkeys(FULL_PYAV if method == FULL_FFMPEG else method for method in args.methods))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    context = multiprocessing.get_context(args.start_method)
+    if args.start_method == "forkserver":
+        # Import in the server while the videos are encoded; every measurement is then a fork of it.
+        context.set_forkserver_preload(
+            ["numpy", "av", "modeling_hour_llava.video_loading_hour_llava", "lmms_eval.models.model_utils.load_video"]
+        )
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+    print(f"Videos in {args.workdir}", file=sys.stderr, flush=True)
+    videos = prepare_videos(args)
+    if args.start_method == "forkserver":  # wait for the server's imports, which would slow the first rows down
+        process = context.Process(target=noop)
+        process.start()
+        process.join()
+    full_method = FULL_FFMPEG if FULL_FFMPEG in args.methods else FULL_PYAV
+    methods = [m for m in METHODS if m in args.methods]  # full decodes first
+    rows = []
+    for video in videos:
+        print(f"{video.label}: {video.path} ({video.size_mb} MB, {video.frames:,} frames)", file=sys.stderr, flush=True)
+        warm_page_cache(video.path)
+        for method in methods:
+            rows.append(measure(context, method, video, args))
+    add_speedups(rows, full_method)
+    goals = check_goals(rows, videos, full_method)
+    table, goal_text = format_table(rows), format_goals(goals)
+    print(table)
+    print()
+    print(f"Goals (ours, vs {full_method}):")
+    print(goal_text)
+    result = dict(
+        benchmark="video_decoding",
+        settings=dict(
+            quick=args.quick,
+            durations_min=args.durations,
+            height=args.height,
+            preset=args.preset,
+            methods=methods,
+            full_decode_reference=full_method,
+            start_method=args.start_method,
+            repeats=args.repeats,
+            size=SIZE,
+            sample_fps=SAMPLE_FPS,
+            min_frames=MIN_FRAMES,
+            gops={name: keyint or "x264 default (250)" for name, keyint in GOPS.items()},
+        ),
+        machine=machine_info(),
+        videos=[dict(asdict(video), stream=stream_summary(video.path)) for video in videos],
+        rows=rows,
+        goals=goals,
+        table=table,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    write_json_atomically(args.output, result)
+    print(f"\nWrote {args.output} ({result['seconds']:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
