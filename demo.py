@@ -108,7 +108,10 @@ def main() -> None:
     frames = batch["pixel_values_videos"]
     info = probe_video(video)
     durations = [info.num_frames / info.fps]
-    print(f"decoded {frames.shape[0]} frames at 1 fps, {tuple(frames.shape[1:])} uint8    {seconds_since(start)}")
+    print(
+        f"decoded {frames.shape[0]} frames (1 fps, at least 128), {tuple(frames.shape[1:])} uint8"
+        f"   {seconds_since(start)}"
+    )
 
     start = time.perf_counter()
     with torch.inference_mode():

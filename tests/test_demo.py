@@ -18,6 +18,6 @@ def test_demo_runs_end_to_end(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     # 60 one-per-second frames are fewer than 128, so min(total, 128) = all 120 frames of the 2-fps file are used.
-    assert "decoded 120 frames at 1 fps" in result.stdout
+    assert "decoded 120 frames (1 fps, at least 128)" in result.stdout
     assert "memory repository: 8,320 tokens; decoder sees 544 video tokens" in result.stdout
     assert result.stdout.count("Q: ") == 1 and "A: " in result.stdout
