@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -285,36 +286,54 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         pixel_values_videos: torch.Tensor | None = None,
         video_features: torch.Tensor | None = None,
         video_num_frames: torch.Tensor | list[int] | None = None,
+        video_streams: Sequence | None = None,
     ) -> HourLlavaVideoMemory:
         """Encode videos once into a reusable [`HourLlavaVideoMemory`].
 
         pixel_values_videos: frames, (sum T, 3, H, W) with `video_num_frames`, or (B, T, 3, H, W).
         video_features: pre-extracted SigLIP features instead of frames, (sum T, P, C_v) or (B, T, P, C_v); P is the
             tower's patch grid (729) or the pooled grid (64). The tower is skipped.
+        video_streams: instead of frames, one frame stream per video (`HourLlavaVideoProcessor.open_stream`): sized
+            iterables of frame chunks (t, 3, H, W), decoded while the tower runs, so an hour of video never sits in
+            memory as pixels.
         Frames go through tower, pooling and projector `vision_chunk_size` at a time, so peak memory stays at one
         chunk of full-resolution activations plus the pooled tokens.
         """
-        if (pixel_values_videos is None) == (video_features is None):
-            raise HourLlavaInputError("encode_video takes exactly one of pixel_values_videos or video_features")
-        if pixel_values_videos is not None:
-            videos = flatten_videos(pixel_values_videos, video_num_frames, PIXEL_FRAME_DIMS, "pixel_values_videos")
+        if sum(x is not None for x in (pixel_values_videos, video_features, video_streams)) != 1:
+            raise HourLlavaInputError(
+                "encode_video takes exactly one of pixel_values_videos, video_features or video_streams"
+            )
+        if video_streams is not None:
+            videos = [(len(stream), stream) for stream in video_streams]
+        elif pixel_values_videos is not None:
+            frames = flatten_videos(pixel_values_videos, video_num_frames, PIXEL_FRAME_DIMS, "pixel_values_videos")
+            videos = [(video.shape[0], [video]) for video in frames]
         else:
-            videos = flatten_videos(video_features, video_num_frames, FEATURE_FRAME_DIMS, "video_features")
-        memory = []
-        for video in videos:
-            if video.shape[0] == 0:
-                raise HourLlavaInputError("a video has zero frames; drop it or give it at least one frame")
-            tokens = None  # filled chunk by chunk: no list of chunks and no concatenated copy
-            for start in range(0, video.shape[0], self.config.vision_chunk_size):
-                chunk = video[start : start + self.config.vision_chunk_size]
-                projected = self.project_frames(
-                    self.vision_features(chunk) if pixel_values_videos is not None else chunk
-                )
+            features = flatten_videos(video_features, video_num_frames, FEATURE_FRAME_DIMS, "video_features")
+            videos = [(video.shape[0], [video]) for video in features]
+        return HourLlavaVideoMemory(
+            [self._encode_frames(count, chunks, video_features is None) for count, chunks in videos]
+        )
+
+    def _encode_frames(self, num_frames: int, chunks, are_pixels: bool) -> torch.Tensor:
+        """Memory tokens (T, P', D) of one video given as chunks of frames (t, 3, H, W) or of features (t, P, C_v),
+        filled `vision_chunk_size` frames at a time: no list of chunks and no concatenated copy."""
+        if num_frames == 0:
+            raise HourLlavaInputError("a video has zero frames; drop it or give it at least one frame")
+        tokens, start = None, 0
+        for chunk in chunks:
+            for part in chunk.split(self.config.vision_chunk_size):
+                part = part.to(self.device)  # stream chunks arrive on the CPU
+                projected = self.project_frames(self.vision_features(part) if are_pixels else part)
                 if tokens is None:
-                    tokens = projected.new_empty((video.shape[0], *projected.shape[1:]))
-                tokens[start : start + chunk.shape[0]] = projected
-            memory.append(tokens)
-        return HourLlavaVideoMemory(memory)
+                    tokens = projected.new_empty((num_frames, *projected.shape[1:]))
+                if start + part.shape[0] > num_frames:
+                    raise HourLlavaInputError(f"a video gave more than the {num_frames} frames it announced")
+                tokens[start : start + part.shape[0]] = projected
+                start += part.shape[0]
+        if start != num_frames:
+            raise HourLlavaInputError(f"a video gave {start} frames but announced {num_frames}")
+        return tokens
 
     def encode_images(self, pixel_values: torch.Tensor, image_num_tiles=None) -> list[torch.Tensor]:
         """Image tiles (sum tiles, 3, H, W) -> projected patch tokens per image, [(tiles_i, P, D)], no pooling.

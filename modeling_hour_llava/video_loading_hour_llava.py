@@ -17,6 +17,7 @@ import functools
 import math
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import av
@@ -24,6 +25,8 @@ import numpy as np
 import torch
 
 BACKENDS = ("auto", "pyav", "torchcodec")
+# A worker decodes at least this many sampled frames: fewer are not worth a seek and a decoder of their own.
+MIN_FRAMES_PER_WORKER = 16
 
 
 class VideoDecodeError(ValueError):
@@ -191,13 +194,20 @@ def _displayed(frame: av.VideoFrame, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k=quarter_turns)) if quarter_turns else image
 
 
+def _seek_before(container, stream, seconds: float) -> None:
+    """Put the demuxer on the last keyframe at or before `seconds` (stream time)."""
+    container.seek(max(0, int(seconds / stream.time_base)), stream=stream, backward=True, any_frame=False)
+
+
 def _iter_pyav(
-    info: VideoInfo, targets: np.ndarray, size: tuple[int, int], threads: int
+    info: VideoInfo, targets: np.ndarray, size: tuple[int, int], threads: int, seek: bool = False
 ) -> Iterator[tuple[int, np.ndarray, float]]:
     """Yield (target index, (H, W, 3) uint8 frame, its time) for every target time, in order.
 
     A target takes the first frame shown at or after it (within half a frame). Between targets, the decoder drops
-    non-reference frames (nothing depends on them), and only the chosen frames are converted and resized.
+    non-reference frames (nothing depends on them), and only the chosen frames are converted and resized. With
+    `seek`, decoding starts at the keyframe before the first target; where the container cannot seek precisely (the
+    first frame comes after the target) it starts over from the beginning.
     """
     height, width = size
     half_frame = 0.5 / info.fps
@@ -205,18 +215,27 @@ def _iter_pyav(
     margin = (threads + 4) / info.fps
     with _open(info.path) as container:
         stream = _video_stream(container, info.path)
-        stream.thread_type = "AUTO"
+        stream.thread_type = "AUTO" if threads > 1 else "SLICE"
         stream.codec_context.thread_count = threads
         context = stream.codec_context
-        k, total = 0, len(targets)
+        k, total, checked = 0, len(targets), not seek
         try:
+            if seek:
+                _seek_before(container, stream, targets[0] + info.start_time - margin)
             for packet in container.demux(stream):
                 if packet.dts is not None:
                     time = float(packet.dts * packet.time_base) - info.start_time
                     context.skip_frame = "NONREF" if time < targets[k] - margin else "DEFAULT"
                 for frame in packet.decode():
                     time = float(frame.time) - info.start_time if frame.time is not None else None
-                    if time is None or time < targets[k] - half_frame:
+                    if time is None:
+                        continue
+                    if not checked:
+                        checked = True
+                        if time > targets[0] + half_frame:  # the seek overshot: start over without it
+                            yield from _iter_pyav(info, targets, size, threads, seek=False)
+                            return
+                    if time < targets[k] - half_frame:
                         continue
                     image = _displayed(frame, height, width)
                     while k < total and time >= targets[k] - half_frame:
@@ -225,6 +244,9 @@ def _iter_pyav(
                     if k == total:
                         return
         except av.FFmpegError as error:
+            if seek and not checked:
+                yield from _iter_pyav(info, targets, size, threads, seek=False)
+                return
             if k == 0:
                 raise VideoDecodeError(info.path, f"undecodable video stream ({error})") from error
             # A damaged tail: the caller decides whether what was decoded covers the video.
@@ -250,6 +272,170 @@ def _iter_torchcodec(
         raise VideoDecodeError(info.path, f"torchcodec could not decode ({error})") from error
 
 
+def _fill(iterator: Iterator[tuple[int, np.ndarray, float]], frames: torch.Tensor, times: np.ndarray) -> int:
+    """Write what `iterator` yields into frames (n, 3, H, W) and times (n,); returns how many were filled."""
+    filled = 0
+    for k, image, time in iterator:
+        frames[k] = torch.from_numpy(image).permute(2, 0, 1)
+        times[k] = time
+        filled = k + 1
+    return filled
+
+
+def _split(count: int, parts: int, min_part: int) -> list[tuple[int, int]]:
+    """[0, count) as at most `parts` contiguous ranges of at least `min_part` items."""
+    parts = max(1, min(parts, count // max(min_part, 1)))
+    bounds = np.linspace(0, count, parts + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def _decode_into(
+    info: VideoInfo,
+    targets: np.ndarray,
+    size: tuple[int, int],
+    backend: str,
+    workers: int,
+    frames: torch.Tensor,
+    times: np.ndarray,
+    resume: bool,
+) -> int:
+    """Decode `targets` into frames / times and return how many, counted from the first, were decoded.
+
+    PyAV: the targets are cut into one contiguous time range per worker, each decoded by its own single-threaded
+    decoder that seeks to the keyframe before its range (PyAV releases the GIL while decoding). `resume` says the
+    first range does not start at the beginning of the video and must seek too.
+    """
+    if backend != "pyav":
+        return _fill(_iter_torchcodec(info, targets, size, workers), frames, times)
+    ranges = _split(len(targets), workers, MIN_FRAMES_PER_WORKER)
+    if len(ranges) == 1:
+        return _fill(_iter_pyav(info, targets, size, workers, seek=resume), frames, times)
+
+    def run(bounds: tuple[int, int]) -> int:
+        a, b = bounds
+        return _fill(_iter_pyav(info, targets[a:b], size, 1, seek=resume or a > 0), frames[a:b], times[a:b])
+
+    with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="hour-llava-decode") as pool:
+        filled = list(pool.map(run, ranges))
+    for (a, b), count in zip(ranges, filled, strict=True):
+        if a + count < b:
+            return a + count
+    return len(targets)
+
+
+def _check_coverage(info: VideoInfo, targets: np.ndarray, times: np.ndarray, decoded: int, sample_fps: float) -> None:
+    """Refuse a stream that ends well before the targets; a few missing frames at the very end (metadata slop) are
+    tolerated and later repeat the last decoded frame."""
+    if decoded == 0:
+        raise VideoDecodeError(info.path, "no decodable frames")
+    if decoded < len(targets):
+        covered = times[decoded - 1]
+        slack = max(2.0 / info.fps, 2.0 / sample_fps)
+        if targets[-1] - covered > slack:
+            raise VideoDecodeError(
+                info.path, f"truncated: frames end at {covered:.2f} s, but the video claims {info.duration:.2f} s"
+            )
+
+
+class FrameStream:
+    """The sampled frames of one video, decoded on demand `chunk_frames` at a time.
+
+    `num_frames`, `duration` and `info` are known before any decoding (from the container), so prompts can be built
+    first; iterating yields uint8 chunks (t, 3, H, W) in order, so the vision side sees an hour of video while at
+    most one chunk is held (512 frames at 384 px: 226 MB). `times` holds each frame's presentation time once decoded.
+    """
+
+    def __init__(
+        self,
+        info: VideoInfo,
+        indices: np.ndarray,
+        size: tuple[int, int],
+        sample_fps: float,
+        backend: str,
+        workers: int,
+        chunk_frames: int,
+    ):
+        self.info, self.size, self.sample_fps = info, size, sample_fps
+        self.backend, self.workers, self.chunk_frames = backend, workers, chunk_frames
+        self.indices = indices
+        self.targets = indices / info.fps
+        self.times = np.full(len(indices), np.nan)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.targets)
+
+    @property
+    def duration(self) -> float:
+        """Seconds, as the time instruction states them (frames / frame rate, the reference's)."""
+        return self.info.num_frames / self.info.fps
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def decode_all(self) -> torch.Tensor:
+        """Every sampled frame in one preallocated tensor (T, 3, H, W) uint8."""
+        frames = torch.empty((self.num_frames, 3, *self.size), dtype=torch.uint8)
+        decoded = _decode_into(
+            self.info, self.targets, self.size, self.backend, self.workers, frames, self.times, False
+        )
+        self._finish(frames, decoded, 0)
+        return frames
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for start in range(0, self.num_frames, self.chunk_frames):
+            stop = min(start + self.chunk_frames, self.num_frames)
+            frames = torch.empty((stop - start, 3, *self.size), dtype=torch.uint8)
+            decoded = _decode_into(
+                self.info,
+                self.targets[start:stop],
+                self.size,
+                self.backend,
+                self.workers,
+                frames,
+                self.times[start:stop],
+                start > 0,
+            )
+            self._finish(frames, decoded, start)
+            yield frames
+
+    def _finish(self, frames: torch.Tensor, decoded: int, start: int) -> None:
+        """Check coverage of a decoded chunk starting at frame `start`; pad a slightly short end."""
+        if decoded < frames.shape[0]:
+            _check_coverage(self.info, self.targets, self.times, start + decoded, self.sample_fps)
+            if decoded == 0:  # the end fell exactly on a chunk boundary
+                frames[:] = self._last_frame
+                self.times[start:] = self.times[start - 1]
+                return
+            frames[decoded:] = frames[decoded - 1]
+            self.times[start + decoded : start + frames.shape[0]] = self.times[start + decoded - 1]
+        self._last_frame = frames[-1].clone()
+
+
+def open_frame_stream(
+    path: str | os.PathLike,
+    size: int | tuple[int, int] = 384,
+    sample_fps: float = 1.0,
+    min_frames: int = 128,
+    max_frames: int | None = None,
+    backend: str = "auto",
+    threads: int = 0,
+    limits: VideoLimits | None = None,
+    info: VideoInfo | None = None,
+    chunk_frames: int = 512,
+) -> FrameStream:
+    """Probe a video and plan its frames (the reference's sampling rule) without decoding any; see [`FrameStream`].
+
+    threads: decoding workers (0: every core).
+    """
+    path = os.fspath(path)
+    info = info or probe_video(path, limits)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    indices = sample_frame_indices(info.num_frames, info.fps, sample_fps, min_frames, max_frames)
+    workers = threads or os.cpu_count() or 1
+    return FrameStream(info, indices, size, sample_fps, resolve_backend(backend), workers, chunk_frames)
+
+
 def decode_frames(
     path: str | os.PathLike,
     size: int | tuple[int, int] = 384,
@@ -267,39 +453,18 @@ def decode_frames(
     in seconds of every returned frame. A stream that ends well before its stated duration is refused as truncated;
     a few missing frames at the very end (metadata slop) repeat the last decoded frame.
     """
-    path = os.fspath(path)
-    info = info or probe_video(path, limits)
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    indices = sample_frame_indices(info.num_frames, info.fps, sample_fps, min_frames, max_frames)
-    targets = indices / info.fps
-    threads = threads or os.cpu_count() or 1
-    iterator = _iter_pyav if resolve_backend(backend) == "pyav" else _iter_torchcodec
-    frames = torch.empty((len(targets), size[0], size[1], 3), dtype=torch.uint8)
-    times = np.full(len(targets), np.nan)
-    decoded = 0
-    for k, image, time in iterator(info, targets, size, threads):
-        frames[k] = torch.from_numpy(image)
-        times[k] = time
-        decoded = k + 1
-    if decoded == 0:
-        raise VideoDecodeError(path, "no decodable frames")
-    if decoded < len(targets):
-        covered = times[decoded - 1]
-        slack = max(2.0 / info.fps, 2.0 / sample_fps)
-        if targets[-1] - covered > slack:
-            raise VideoDecodeError(
-                path, f"truncated: frames end at {covered:.2f} s, but the video claims {info.duration:.2f} s"
-            )
-        frames[decoded:] = frames[decoded - 1]
-        times[decoded:] = times[decoded - 1]
-    return frames.permute(0, 3, 1, 2).contiguous(), info, times
+    stream = open_frame_stream(path, size, sample_fps, min_frames, max_frames, backend, threads, limits, info)
+    frames = stream.decode_all()
+    return frames, stream.info, stream.times
 
 
 __all__ = [
+    "FrameStream",
     "VideoDecodeError",
     "VideoInfo",
     "VideoLimits",
     "decode_frames",
+    "open_frame_stream",
     "probe_video",
     "resolve_backend",
     "sample_frame_indices",

@@ -20,7 +20,7 @@ from transformers.image_utils import PILImageResampling, SizeDict
 from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 
-from .video_loading_hour_llava import VideoDecodeError, decode_frames
+from .video_loading_hour_llava import FrameStream, VideoDecodeError, open_frame_stream
 
 FEATURE_FILE_FORMAT = "hour_llava_features/1"
 FEATURE_SUFFIXES = (".safetensors",)
@@ -123,24 +123,34 @@ class HourLlavaVideoProcessor(BaseVideoProcessor):
         value = kwargs.get(name)
         return getattr(self, name) if value is None else value
 
+    def _size(self, kwargs: dict) -> tuple[int, int]:
+        size = self._option(kwargs, "size")
+        return (size.height, size.width) if isinstance(size, SizeDict) else (size["height"], size["width"])
+
+    def open_stream(self, path: str | os.PathLike, chunk_frames: int = 512, **kwargs) -> FrameStream:
+        """A video file as a [`FrameStream`]: frame count and duration known at once (for the prompt, through
+        `HourLlavaProcessor.text_for_encoded_videos`), frames decoded `chunk_frames` at a time while
+        `model.encode_video(video_streams=[...])` consumes them. Same sampling and sizes as `__call__`."""
+        return open_frame_stream(
+            path,
+            size=self._size(kwargs),
+            sample_fps=self._option(kwargs, "fps"),
+            min_frames=self._option(kwargs, "min_frames"),
+            max_frames=self._option(kwargs, "max_frames"),
+            backend=self._option(kwargs, "video_backend"),
+            chunk_frames=chunk_frames,
+        )
+
     def load_video(self, video, **kwargs) -> tuple[torch.Tensor, float, bool]:
         """One video -> (frames (T, 3, H, W) uint8 or features (T, P, C), duration in seconds, is_features)."""
-        size = self._option(kwargs, "size")
-        height, width = (size.height, size.width) if isinstance(size, SizeDict) else (size["height"], size["width"])
         if isinstance(video, (str, os.PathLike)):
             path = os.fspath(video)
             if path.endswith(FEATURE_SUFFIXES):
                 features, duration = load_feature_file(path)
                 return features[sample_feature_frames(features.shape[0], duration)], duration, True
-            frames, info, _ = decode_frames(
-                path,
-                size=(height, width),
-                sample_fps=self._option(kwargs, "fps"),
-                min_frames=self._option(kwargs, "min_frames"),
-                max_frames=self._option(kwargs, "max_frames"),
-                backend=self._option(kwargs, "video_backend"),
-            )
-            return frames, info.num_frames / info.fps, False
+            stream = self.open_stream(path, **kwargs)
+            return stream.decode_all(), stream.duration, False
+        height, width = self._size(kwargs)
         return self._frames_from_array(video, height, width, kwargs)
 
     def _frames_from_array(self, video, height: int, width: int, kwargs: dict) -> tuple[torch.Tensor, float, bool]:

@@ -12,6 +12,7 @@ from transformers import SiglipImageProcessor
 from dataset_builder.synthetic_video import read_frame_index, write_video
 from dataset_builder.tiny_tokenizer import build_tokenizer
 from modeling_hour_llava import (
+    HourLlavaInputError,
     HourLlavaProcessor,
     HourLlavaVideoProcessor,
     VideoDecodeError,
@@ -114,6 +115,39 @@ def test_long_video_keeps_one_frame_per_second(processor, model, tmp_path):
     batch = encode(processor, video_question(str(path), "Q?"))
     assert [read_frame_index(f.numpy()) for f in batch["pixel_values_videos"]] == list(range(0, 400, 2))
     assert int((batch["input_ids"] == model.config.video_token_id).sum()) == 50 * 17  # 200 // 4 frames kept
+
+
+def test_a_streamed_video_gives_the_memory_and_prompt_of_the_one_call_path(processor, model, tmp_path):
+    # 200 s in chunks of 48 frames (vision_chunk_size is 128): the tower sees the stream while it is decoded.
+    path = str(write_video(tmp_path / "long.mp4", num_frames=2 * 200, fps=2))
+    messages = video_question(path, "What came after the red scene?")
+    batch = encode(processor, messages)
+    stream = processor.video_processor.open_stream(path, chunk_frames=48)
+    assert (stream.num_frames, stream.duration) == (200, 200.0)  # known before decoding, for the prompt
+    prompt = processor.text_for_encoded_videos(
+        processor.apply_chat_template(messages, add_generation_prompt=True),
+        [stream.num_frames],
+        [stream.duration],
+        return_tensors="pt",
+    )
+    assert torch.equal(prompt["input_ids"], batch["input_ids"])
+    with torch.no_grad():
+        streamed = model.encode_video(video_streams=[stream])
+        whole = model.encode_video(pixel_values_videos=batch["pixel_values_videos"], video_num_frames=[200])
+    torch.testing.assert_close(streamed.frame_tokens[0], whole.frame_tokens[0], rtol=0, atol=0)
+    with pytest.raises(HourLlavaInputError, match="announced 201"):
+        model.encode_video(video_streams=[Announced(201, [batch["pixel_values_videos"]])])
+
+
+class Announced(list):
+    """A stream that announces `count` frames whatever its chunks hold."""
+
+    def __init__(self, count: int, chunks: list):
+        super().__init__(chunks)
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
 
 
 def multi_turn(clip: str) -> list[dict]:

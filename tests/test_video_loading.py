@@ -16,6 +16,7 @@ from modeling_hour_llava.video_loading_hour_llava import (
     VideoDecodeError,
     VideoLimits,
     decode_frames,
+    open_frame_stream,
     probe_video,
     sample_frame_indices,
 )
@@ -68,6 +69,29 @@ def test_ten_minute_video_long_gop_with_b_frames(tmp_path):
     assert info.duration == pytest.approx(600.0)
     assert indices_of(frames) == list(range(0, 2400, 4))
     np.testing.assert_allclose(times, np.arange(600), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "extension, codec",
+    [("mp4", "libx264"), ("mkv", "libx264"), ("webm", "libvpx-vp9"), ("avi", "mpeg4")],
+)
+def test_parallel_ranges_and_streamed_chunks_give_the_sequential_frames(tmp_path, extension, codec):
+    # 2 minutes at 10 fps, a keyframe every 5 s and B-frames where the codec has them: ranges decoded by several
+    # workers (each seeking to the keyframe before its range) and chunks streamed one after another must give the
+    # bytes of one sequential decode.
+    bframes = 2 if codec == "libx264" else 0
+    path = write_video(tmp_path / f"clip.{extension}", num_frames=1200, fps=10, codec=codec, gop=50, bframes=bframes)
+    sequential, _, times = decode_frames(path, size=32, min_frames=1, threads=1)
+    assert indices_of(sequential) == list(range(0, 1200, 10))
+    parallel, _, parallel_times = decode_frames(path, size=32, min_frames=1, threads=3)
+    assert torch.equal(parallel, sequential)
+    np.testing.assert_array_equal(parallel_times, times)
+    for chunk_frames in (7, 50):
+        stream = open_frame_stream(path, size=32, min_frames=1, threads=2, chunk_frames=chunk_frames)
+        chunks = list(stream)
+        assert max(chunk.shape[0] for chunk in chunks) == chunk_frames
+        assert torch.equal(torch.cat(chunks), sequential)
+        np.testing.assert_array_equal(stream.times, times)
 
 
 def test_variable_frame_rate_samples_by_time(tmp_path):
@@ -176,6 +200,14 @@ def test_bad_files_raise_one_error_type_naming_file_and_reason(tmp_path, make, n
         decode_frames(path, size=32)
     assert caught.value.path == str(tmp_path / name)
     assert str(tmp_path / name) in str(caught.value)
+
+
+def test_truncation_is_caught_while_streaming(tmp_path):
+    stream = open_frame_stream(truncated(tmp_path / "cut.mkv"), size=32, min_frames=1, chunk_frames=8)
+    assert stream.num_frames == 40  # planned from the container's claim, before decoding
+    with pytest.raises(VideoDecodeError, match="truncated"):
+        for _ in stream:
+            pass
 
 
 def test_absurd_frame_counts_are_refused_before_decoding(tmp_path):
