@@ -1,0 +1,418 @@
+"""The memory-repository cache: SigLIP features of every video at 1 fps, pooled to the memory grid, one file per video.
+
+    accelerate launch --num_processes 8 -m dataset_builder.extract_features \\
+        --model work_dirs/stage2 --video-root data/VideoMarathon/videos --output-dir data/VideoMarathon/features
+
+Each process takes every `num_processes`-th video of the sorted list (accelerate's `PartialState`), decodes it with
+`HourLlavaVideoProcessor` (1 fps, at least `min_frames`, the reference's sampling), runs the vision tower
+`--chunk-size` frames at a time, pools every frame to `memory_pool_size`^2 tokens and writes
+`<output-dir>/<video path>.safetensors` with `save_feature_file` (atomic: a temporary file, then a rename). The
+processor reads these files back as `video_features`, so training and evaluation skip decoding and the tower.
+
+Every file records the extractor fingerprint: a hash of the tower's weights, of the configuration that shapes the
+features (vision config, feature layer, pooling, normalisation, sampling, size, dtype) and the model revision. A
+rerun skips files that are complete and carry the current fingerprint (so a killed run resumes where it stopped),
+recomputes truncated or unreadable files, and for files of another fingerprint either refuses (`--on-stale refuse`,
+the default: they may be expensive features of another model) or recomputes them (`--on-stale recompute`).
+Videos that cannot be decoded are skipped and counted by reason. The run ends with `extraction_report.json`
+(atomic) in the output folder: per-process counts, failures, videos/s and seconds of video per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import struct
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .media import write_json_atomically
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
+FEATURE_SUFFIX = ".safetensors"
+EXTRACTOR = "dataset_builder.extract_features/1"
+REPORT_NAME = "extraction_report.json"
+PARTIAL_REPORTS = ".extraction_reports"
+STALE_POLICIES = ("refuse", "recompute")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Config fields of the model that change the stored features (besides the vision config itself).
+FEATURE_CONFIG_FIELDS = (
+    "vision_feature_layer",
+    "memory_pool_size",
+    "memory_pool_mode",
+    "vision_rescale_factor",
+    "vision_image_mean",
+    "vision_image_std",
+)
+VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype")
+HEADER_LENGTH_BYTES = 8
+VALID, MISSING, STALE, INVALID = "valid", "missing", "stale", "invalid"
+
+
+class StaleFeaturesError(RuntimeError):
+    """Feature files from another model or configuration, with `--on-stale refuse`."""
+
+
+@dataclass
+class Fingerprint:
+    """What a feature file must record to be reused: the weights' and the configuration's hashes."""
+
+    model_revision: str
+    config_hash: str
+    weights_sha256: str
+
+    @property
+    def value(self) -> str:
+        return hashlib.sha256(f"{self.config_hash}\0{self.weights_sha256}".encode()).hexdigest()
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "extractor": EXTRACTOR,
+            "fingerprint": self.value,
+            "model_revision": self.model_revision,
+            "config_hash": self.config_hash,
+            "weights_sha256": self.weights_sha256,
+        }
+
+
+@dataclass
+class Tally:
+    """One process's counts, failures and throughput."""
+
+    counts: Counter = field(default_factory=Counter)
+    failures: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    video_seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "counts": dict(self.counts),
+            "failures": self.failures,
+            "seconds": round(self.seconds, 3),
+            "video_seconds": round(self.video_seconds, 3),
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------------------------
+def list_videos(video_root: str, video_list: str | None = None) -> list[str]:
+    """Video paths relative to `video_root`, sorted: from `video_list` (one per line) or a recursive scan."""
+    if video_list:
+        with open(video_list) as handle:
+            videos = [line.strip() for line in handle if line.strip()]
+    else:
+        videos = [
+            os.path.relpath(os.path.join(folder, name), video_root)
+            for folder, _, names in os.walk(video_root)
+            for name in names
+            if name.lower().endswith(VIDEO_SUFFIXES) and not name.startswith(".")
+        ]
+    videos = sorted(set(videos))
+    outputs = Counter(feature_name(video) for video in videos)
+    clashes = [name for name, count in outputs.items() if count > 1]
+    if clashes:
+        raise ValueError(f"videos that differ only in their suffix would share a feature file: {clashes[:5]}")
+    return videos
+
+
+def feature_name(video: str) -> str:
+    """`panda/abc.mp4` -> `panda/abc.safetensors` (the reference's features mirror the videos' tree)."""
+    return os.path.splitext(video)[0] + FEATURE_SUFFIX
+
+
+def shard(videos: list[str], index: int, count: int) -> list[str]:
+    """Every `count`-th video from `index`: shards of similar size and similar mix of lengths."""
+    return videos[index::count]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fingerprints and file checks
+# ---------------------------------------------------------------------------------------------------------------
+def weights_sha256(module: torch.nn.Module) -> str:
+    """sha256 over the module's parameters and buffers (names, dtypes, shapes and bytes), in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}\0{data.dtype}\0{tuple(data.shape)}\0".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def feature_config(config, sampling: dict) -> dict:
+    """Everything besides the weights that shapes the features: vision config, pooling, normalisation, sampling."""
+    vision = {k: v for k, v in config.vision_config.to_dict().items() if k not in VOLATILE_CONFIG_KEYS}
+    return {
+        "vision_config": vision,
+        **{name: getattr(config, name) for name in FEATURE_CONFIG_FIELDS},
+        "sampling": sampling,
+    }
+
+
+def make_fingerprint(model, sampling: dict, revision: str | None) -> Fingerprint:
+    config_hash = hashlib.sha256(json.dumps(feature_config(model.config, sampling), sort_keys=True).encode())
+    weights = weights_sha256(model.vision_tower)
+    return Fingerprint(revision or f"sha256:{weights[:16]}", config_hash.hexdigest(), weights)
+
+
+def read_header(path: str) -> tuple[dict, int]:
+    """The safetensors JSON header and the file size it implies; ValueError for a file that is not one."""
+    with open(path, "rb") as handle:
+        prefix = handle.read(HEADER_LENGTH_BYTES)
+        if len(prefix) < HEADER_LENGTH_BYTES:
+            raise ValueError("shorter than a safetensors header")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > os.path.getsize(path):
+            raise ValueError(f"header length {length} exceeds the file size")
+        header = json.loads(handle.read(length))
+    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    return header, HEADER_LENGTH_BYTES + length + end
+
+
+def feature_file_state(path: str, fingerprint: Fingerprint, pooled_tokens: int, channels: int) -> tuple[str, str]:
+    """(VALID | MISSING | STALE | INVALID, detail) from the header alone (no tensor is read): the file must be
+    complete, our format, one `features` tensor (T > 0, pooled_tokens, channels), and carry `fingerprint`."""
+    from modeling_hour_llava.video_processing_hour_llava import FEATURE_FILE_FORMAT
+
+    if not os.path.exists(path):
+        return MISSING, ""
+    try:
+        header, expected_size = read_header(path)
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        return INVALID, f"unreadable header ({error})"
+    size = os.path.getsize(path)
+    if size != expected_size:
+        return INVALID, f"truncated or padded: {size} bytes, header says {expected_size}"
+    metadata = header.get("__metadata__") or {}
+    tensor = header.get("features")
+    if metadata.get("format") != FEATURE_FILE_FORMAT or tensor is None:
+        return INVALID, f"not an Hour-LLaVA feature file (format {metadata.get('format')!r})"
+    shape = tensor.get("shape", [])
+    if len(shape) != 3 or shape[0] < 1 or shape[1:] != [pooled_tokens, channels]:
+        return INVALID, f"features of shape {shape}, expected (T, {pooled_tokens}, {channels})"
+    if metadata.get("fingerprint") != fingerprint.value:
+        return STALE, (
+            f"written by model revision {metadata.get('model_revision')!r} (fingerprint "
+            f"{str(metadata.get('fingerprint'))[:12]}), current is {fingerprint.model_revision!r} "
+            f"({fingerprint.value[:12]})"
+        )
+    return VALID, ""
+
+
+def remove_temporaries(path: str) -> None:
+    """Delete `.tmp-<pid>-<name>` leftovers of this output file from a killed run (`save_feature_file`'s names)."""
+    folder, name = os.path.split(path)
+    if os.path.isdir(folder):
+        for entry in os.listdir(folder):
+            if entry.startswith(".tmp-") and entry.endswith(f"-{name}"):
+                os.remove(os.path.join(folder, entry))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Extraction
+# ---------------------------------------------------------------------------------------------------------------
+def load_model(path: str, dtype: torch.dtype):
+    """The HourLlavaModel of a checkpoint (the conditional-generation wrapper's `.model`), in eval mode."""
+    from modeling_hour_llava import HourLlavaForConditionalGeneration
+
+    model = HourLlavaForConditionalGeneration.from_pretrained(path, dtype=dtype)
+    return model.model.eval()
+
+
+@torch.inference_mode()
+def video_features(model, frames: torch.Tensor, chunk_size: int, dtype: torch.dtype) -> torch.Tensor:
+    """(T, 3, H, W) uint8 frames -> (T, G*G, C) pooled tower features, `chunk_size` frames per tower call."""
+    from modeling_hour_llava.memory_hour_llava import pool_frame_features
+
+    config = model.config
+    out = None
+    for start in range(0, frames.shape[0], chunk_size):
+        chunk = frames[start : start + chunk_size].to(model.device)
+        pooled = pool_frame_features(model.vision_features(chunk), config.memory_pool_size, config.memory_pool_mode)
+        if out is None:
+            out = torch.empty((frames.shape[0], *pooled.shape[1:]), dtype=dtype)
+        out[start : start + chunk.shape[0]] = pooled.to("cpu", dtype)
+    return out
+
+
+class Extractor:
+    """Model, processor and fingerprint of one process; `run(videos)` does its shard."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device | str = "cpu"):
+        from modeling_hour_llava.video_processing_hour_llava import HourLlavaVideoProcessor
+
+        self.args = args
+        self.dtype = DTYPES[args.dtype]
+        self.model = load_model(args.model, self.dtype).to(device)
+        config = self.model.config
+        size = args.size or config.vision_config.image_size
+        self.processor = HourLlavaVideoProcessor(
+            size={"height": size, "width": size}, fps=args.fps, min_frames=args.min_frames, max_frames=args.max_frames
+        )
+        sampling = {"fps": args.fps, "min_frames": args.min_frames, "max_frames": args.max_frames, "size": size}
+        sampling["dtype"] = args.dtype
+        self.fingerprint = make_fingerprint(self.model, sampling, args.revision)
+        self.pooled_tokens = config.memory_pool_size**2
+        self.channels = config.vision_config.hidden_size
+        self.chunk_size = args.chunk_size or config.vision_chunk_size
+
+    def check(self, path: str) -> str:
+        """The action for an output file: 'skip', 'compute', 'recompute_stale' or 'recompute_invalid'."""
+        state, detail = feature_file_state(path, self.fingerprint, self.pooled_tokens, self.channels)
+        if state == VALID:
+            return "skip"
+        if state == STALE:
+            return "recompute_stale"
+        return "compute" if state == MISSING else "recompute_invalid"
+
+    def preflight(self, videos: list[str]) -> None:
+        """With `--on-stale refuse`, fail before any work if any output file (of any process) is stale: every
+        process checks every header (cheap), so they all stop together instead of one waiting for the others."""
+        if self.args.on_stale != "refuse":
+            return
+        stale = []
+        for video in videos:
+            path = os.path.join(self.args.output_dir, feature_name(video))
+            state, detail = feature_file_state(path, self.fingerprint, self.pooled_tokens, self.channels)
+            if state == STALE:
+                stale.append(f"{path}: {detail}")
+        if stale:
+            raise StaleFeaturesError(
+                f"{len(stale)} feature file(s) come from another model or configuration, e.g. {stale[0]}. "
+                "Use another --output-dir, or --on-stale recompute to overwrite them."
+            )
+
+    def extract(self, video: str, output: str) -> float:
+        """Decode, run the tower, pool and write one video's file; returns the video's duration in seconds."""
+        frames, duration, _ = self.processor.load_video(os.path.join(self.args.video_root, video))
+        features = video_features(self.model, frames, self.chunk_size, self.dtype)
+        from modeling_hour_llava.video_processing_hour_llava import save_feature_file
+
+        save_feature_file(
+            output,
+            features,
+            duration,
+            source_video=video,
+            num_frames=str(features.shape[0]),
+            **self.fingerprint.metadata(),
+        )
+        return duration
+
+    def run(self, videos: list[str], position: int = 0) -> Tally:
+        from tqdm.auto import tqdm
+
+        from modeling_hour_llava.video_loading_hour_llava import VideoDecodeError
+
+        tally, started = Tally(), time.perf_counter()
+        bar = tqdm(videos, desc=f"features [process {position}]", unit="video", position=position, file=sys.stderr)
+        for video in bar:
+            output = os.path.join(self.args.output_dir, feature_name(video))
+            remove_temporaries(output)
+            action = self.check(output)
+            if action == "skip":
+                tally.counts["skipped_existing"] += 1
+                continue
+            try:
+                tally.video_seconds += self.extract(video, output)
+            except VideoDecodeError as error:
+                tally.counts["failed"] += 1
+                tally.failures.append({"video": video, "reason": error.reason})
+                continue
+            tally.counts["computed"] += 1
+            if action != "compute":
+                tally.counts[action] += 1
+            tally.seconds = time.perf_counter() - started
+            bar.set_postfix(video_s_per_s=f"{tally.video_seconds / max(tally.seconds, 1e-9):.1f}")
+        bar.close()
+        tally.seconds = time.perf_counter() - started
+        return tally
+
+
+def merge_reports(output_dir: str, args: argparse.Namespace, fingerprint: Fingerprint, count: int) -> dict:
+    """Sum the per-process reports into `extraction_report.json` (atomically) and return it."""
+    folder = os.path.join(output_dir, PARTIAL_REPORTS)
+    parts = [json.loads(Path(folder, f"process-{rank}.json").read_text()) for rank in range(count)]
+    counts = Counter()
+    for part in parts:
+        counts.update(part["counts"])
+    seconds = max((part["seconds"] for part in parts), default=0.0)
+    computed, video_seconds = counts.get("computed", 0), sum(part["video_seconds"] for part in parts)
+    report = {
+        "extractor": EXTRACTOR,
+        "model": args.model,
+        **fingerprint.metadata(),
+        "video_root": args.video_root,
+        "output_dir": output_dir,
+        "processes": count,
+        "counts": dict(counts),
+        "failures": [failure for part in parts for failure in part["failures"]],
+        "wall_seconds": seconds,
+        "videos_per_second": computed / seconds if seconds else None,
+        "video_seconds_per_second": video_seconds / seconds if seconds else None,
+        "per_process": parts,
+    }
+    write_json_atomically(os.path.join(output_dir, REPORT_NAME), report)
+    return report
+
+
+def extract(args: argparse.Namespace) -> dict | None:
+    """Run this process's shard; the main process writes and returns the merged report."""
+    from accelerate import PartialState
+
+    # On a machine without CUDA, `accelerate launch --multi_gpu --num_processes N` starts N CPU processes; cpu=True
+    # makes them one gloo process group (MULTI_CPU) instead of N unrelated single processes.
+    state = PartialState(cpu=args.cpu or not torch.cuda.is_available())
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // state.num_processes))
+    videos = list_videos(args.video_root, args.video_list)
+    extractor = Extractor(args, state.device)
+    extractor.preflight(videos)
+    tally = extractor.run(shard(videos, state.process_index, state.num_processes), position=state.process_index)
+    write_json_atomically(
+        os.path.join(args.output_dir, PARTIAL_REPORTS, f"process-{state.process_index}.json"), tally.as_dict()
+    )
+    state.wait_for_everyone()
+    if state.is_main_process:
+        return merge_reports(args.output_dir, args, extractor.fingerprint, state.num_processes)
+    return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="Hour-LLaVA checkpoint folder (its vision tower is used)")
+    parser.add_argument("--video-root", required=True, help="folder of the videos (scanned recursively)")
+    parser.add_argument("--output-dir", required=True, help="where <video path>.safetensors files go")
+    parser.add_argument("--video-list", help="file with one video path (relative to --video-root) per line")
+    parser.add_argument("--revision", help="model revision to record (default: sha256 of the tower's weights)")
+    parser.add_argument("--fps", type=float, default=1.0, help="frames sampled per second (default 1)")
+    parser.add_argument("--min-frames", type=int, default=128, help="shorter videos give this many frames (128)")
+    parser.add_argument("--max-frames", type=int, default=None, help="optional cap on frames per video")
+    parser.add_argument("--size", type=int, default=None, help="frame size (default: the tower's image_size)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model and stored dtype")
+    parser.add_argument("--chunk-size", type=int, default=None, help="frames per tower call (vision_chunk_size)")
+    parser.add_argument("--on-stale", choices=STALE_POLICIES, default="refuse", help="files of another model")
+    parser.add_argument("--cpu", action="store_true", help="run on CPU even where CUDA is available")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per process (cores / processes)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        report = extract(parse_args(argv))
+    except StaleFeaturesError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if report is not None:
+        summary = {key: report[key] for key in ("counts", "videos_per_second", "video_seconds_per_second")}
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
