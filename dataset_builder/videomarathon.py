@@ -528,6 +528,7 @@ class VideoMarathon(datasets.GeneratorBasedBuilder):
         return [
             datasets.SplitGenerator(name=names[split], gen_kwargs={"records": records})
             for split, records in splits.items()
+            if records  # an empty split (validation_fraction=0, or every video in train) is left out
         ]
 
     def _generate_examples(self, records: list[QARecord]) -> Iterator[tuple[str, dict]]:

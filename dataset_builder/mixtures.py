@@ -1,0 +1,250 @@
+"""The other training sources and the stage mixtures, all in the chat row schema of `dataset_builder.chat`.
+
+    from dataset_builder.mixtures import LlavaJson, build_mixture, videomarathon_chat
+    short = LlavaJson(config_name="llava_video_178k", annotations=[...], media_root="data/LLaVA-Video-178K/videos")
+    short.download_and_prepare(); short = short.as_dataset("train")
+    long = videomarathon_chat(videomarathon_train, video_root="data/VideoMarathon/videos")
+    stage3 = build_mixture({"videomarathon": 3, "llava_video_178k": 1}, {"videomarathon": long,
+                           "llava_video_178k": short}, seed=0, streaming=True)
+
+`LlavaJson` reads LLaVA-format JSON (`{"id", "image": str | [str] | "video" (+ "data_source"), "conversations":
+[{"from": "human"|"gpt", "value"}]}`) for LLaVA-Video-178K (short videos, `media_root/<data_source>/<video>` as
+the reference loads them) and LLaVA-OneVision single-image, multi-image and text data. Each `<image>` tag in a user
+turn becomes the next media block at its place; media without a tag go first in the first user turn (the reference
+prepends the tag). Missing media, paths outside `media_root` and items of another modality are excluded and counted
+in a report (`strict=True` raises), like the VideoMarathon builder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import datasets
+
+from .chat import CHAT_FEATURES, map_media_paths, media_block, modality_of, text_block, turn
+from .media import INVALID_FIELD, ExclusionReport, MediaPathError, check_media, resolve_under_root
+from .videomarathon import read_annotation_items, source_root
+
+WRONG_MODALITY = "wrong_modality"
+MEDIA_TAG = "<image>"
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+SOURCE_MODALITIES = {
+    "llava_video_178k": "video",
+    "llava_onevision_si": "image",
+    "llava_onevision_mi": "multi_image",
+    "llava_onevision_text": "text",
+}
+STOPPING_STRATEGIES = ("first_exhausted", "all_exhausted", "all_exhausted_without_replacement")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LLaVA JSON -> chat rows
+# ---------------------------------------------------------------------------------------------------------------
+def item_media(item: dict, media_root: str | None, use_data_source: bool) -> list[tuple[str, str]]:
+    """(kind, absolute path) of an item's media, resolved under `media_root` (MediaPathError if it escapes)."""
+    if item.get("video"):
+        relative = str(item["video"])
+        if use_data_source and item.get("data_source"):
+            relative = os.path.join(str(item["data_source"]), relative)
+        kinds = [("video", relative)]
+    else:
+        images = item.get("image") or []
+        kinds = [("image", str(image)) for image in ([images] if isinstance(images, str) else images)]
+    if kinds and not media_root:
+        raise ValueError("the item has media but the config has no media_root")
+    return [
+        (kind, resolve_under_root(media_root, path, what=f"{kind} of item {item.get('id')}")) for kind, path in kinds
+    ]
+
+
+def user_blocks(text: str, media: list[tuple[str, str]]) -> list[dict]:
+    """A user turn's blocks: text split at each `<image>` tag, the next media block in its place."""
+    pieces = text.split(MEDIA_TAG)
+    if len(pieces) - 1 > len(media):
+        raise ValueError(f"{len(pieces) - 1} {MEDIA_TAG} tags but {len(media)} media in the item")
+    blocks = []
+    for index, piece in enumerate(pieces):
+        if index > 0:
+            kind, path = media.pop(0)
+            blocks.append(media_block(kind, path))
+            piece = piece.lstrip("\n")
+        if piece.strip():
+            blocks.append(text_block(piece.strip() if index == len(pieces) - 1 else piece))
+    return blocks
+
+
+def llava_messages(item: dict, media: list[tuple[str, str]]) -> list[dict]:
+    """LLaVA `conversations` -> chat messages; untagged media lead the first user turn."""
+    conversations = item.get("conversations") or []
+    turns = [
+        (ROLES.get(t.get("from") or t.get("role")), t.get("value") or t.get("content") or "") for t in conversations
+    ]
+    if None in (role for role, _ in turns):
+        raise ValueError(f"unknown role in {[t.get('from') or t.get('role') for t in conversations]}")
+    while turns and turns[0][0] == "assistant":
+        turns = turns[1:]  # the reference drops a leading non-human turn
+    if not turns:
+        raise ValueError("no conversation turns")
+    pending, tags = list(media), sum(text.count(MEDIA_TAG) for role, text in turns if role == "user")
+    untagged = [media_block(kind, path) for kind, path in pending[tags:]]
+    pending = pending[:tags]
+    messages, first_user = [], True
+    for role, text in turns:
+        if role == "user":
+            blocks = user_blocks(text, pending)
+            if first_user:
+                blocks, first_user = untagged + blocks, False
+        else:
+            blocks = [text_block(text.strip())]
+        messages.append(turn(role, blocks))
+    return messages
+
+
+@dataclass
+class LlavaJsonConfig(datasets.BuilderConfig):
+    """annotations: LLaVA JSON/JSONL file(s). media_root: the image folder or the video root. use_data_source:
+    videos live under `media_root/<data_source>/`. modality: keep only items of this modality (the config's own by
+    default; None keeps all). check_media / strict / report_path: as in the VideoMarathon builder."""
+
+    annotations: str | list[str] | None = None
+    media_root: str | None = None
+    use_data_source: bool = True
+    modality: str | None = None
+    check_media: str = "exists"
+    strict: bool = False
+    report_path: str | None = None
+
+
+class LlavaJson(datasets.GeneratorBasedBuilder):
+    """LLaVA-format training JSON as chat rows (one `train` split)."""
+
+    BUILDER_CONFIG_CLASS = LlavaJsonConfig
+    BUILDER_CONFIGS = [
+        LlavaJsonConfig(name=name, version=datasets.Version("1.0.0"), modality=modality)
+        for name, modality in SOURCE_MODALITIES.items()
+    ]
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(description=__doc__.split("\n\n")[0], features=CHAT_FEATURES)
+
+    @property
+    def report_path(self) -> str:
+        if self.config.report_path:
+            return self.config.report_path
+        return os.path.join(self._cache_dir_root, "reports", f"llava_json-{self.config_id}.json")
+
+    def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
+        paths = self.config.annotations
+        if not paths:
+            raise ValueError(f"{self.config.name} needs annotations=<LLaVA json file or list of files>")
+        paths = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
+        rows, report = self.prepare_rows(paths)
+        report.write(self.report_path)
+        report.raise_if_strict(self.config.strict, self.report_path)
+        return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"rows": rows})]
+
+    def prepare_rows(self, paths: list[str]) -> tuple[list[dict], ExclusionReport]:
+        """Chat rows of every item that converts and whose media pass the check; the rest counted by reason."""
+        report, rows = ExclusionReport(name=f"llava_json/{self.config.name}"), []
+        for path in paths:
+            for index, item in enumerate(read_annotation_items(path)):
+                row_id = str(item.get("id", f"{os.path.basename(path)}#{index}"))
+                row = self.convert(item, row_id, report)
+                if row is not None:
+                    rows.append(row)
+        report.kept = {"train": len(rows)}
+        return rows, report
+
+    def convert(self, item: dict, row_id: str, report: ExclusionReport) -> dict | None:
+        config = self.config
+        try:
+            media = item_media(item, config.media_root, config.use_data_source)
+            messages = llava_messages(item, media)
+        except MediaPathError as error:
+            report.exclude_row("path_escapes_root", row_id, str(error))
+            return None
+        except (ValueError, TypeError, AttributeError) as error:
+            report.exclude_row(INVALID_FIELD, row_id, str(error))
+            return None
+        modality = modality_of(messages)
+        if config.modality and modality != config.modality:
+            report.exclude_row(WRONG_MODALITY, row_id, f"a {modality} item in a {config.modality} source")
+            return None
+        for _, path in media:
+            reason, detail, _ = check_media(path, config.check_media)
+            if reason:
+                report.exclude_media(reason, path, detail, 1)
+                return None
+        return {"id": row_id, "dataset": config.name, "modality": modality, "messages": messages}
+
+    def _generate_examples(self, rows: list[dict]) -> Iterator[tuple[str, dict]]:
+        for index, row in enumerate(rows):
+            yield f"{index}", row
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# VideoMarathon rows -> chat rows, and mixtures
+# ---------------------------------------------------------------------------------------------------------------
+def videomarathon_chat(
+    dataset: datasets.Dataset | datasets.IterableDataset,
+    video_root: str | None = None,
+    video_roots: dict[str, str] | None = None,
+    feature_root: str | None = None,
+    name: str = "videomarathon",
+):
+    """VideoMarathon rows (either config, built here or loaded from the Hub) -> chat rows whose video block points
+    at the local video, or at its memory-repository file `feature_root/<source>/<video stem>.safetensors` (what
+    stage 3 trains on; the processor reads it as features)."""
+
+    def convert(row: dict) -> dict:
+        if feature_root:
+            relative = os.path.splitext(f"{row['source']}/{row['video']}")[0] + ".safetensors"
+            path = resolve_under_root(feature_root, relative, what=f"features of row {row['id']}")
+        else:
+            root = source_root(row["source"], video_root, video_roots)
+            if root is None:
+                raise ValueError(f"row {row['id']}: no video root for source {row['source']!r}")
+            path = resolve_under_root(root, row["video"], what=f"video of row {row['id']}")
+        messages = map_media_paths(row["messages"], lambda kind, _: path if kind == "video" else _)
+        return {"id": row["id"], "dataset": name, "modality": "video", "messages": messages}
+
+    columns = [column for column in (dataset.column_names or []) if column not in CHAT_FEATURES]
+    converted = dataset.map(convert, remove_columns=columns)
+    return converted.cast(CHAT_FEATURES)
+
+
+def build_mixture(
+    weights: dict[str, float],
+    sources: dict[str, datasets.Dataset | datasets.IterableDataset],
+    seed: int = 0,
+    streaming: bool = False,
+    stopping_strategy: str = "first_exhausted",
+    num_shards: int = 64,
+):
+    """Interleave chat-row sources with probabilities proportional to `weights` ("3 long : 1 short" is
+    `{"videomarathon": 3, "llava_video_178k": 1}`), seeded. `first_exhausted` (default) stops when a source runs
+    out, so no row repeats and the ratio holds; `all_exhausted` oversamples the small sources until every row is
+    seen. `streaming=True` returns an IterableDataset (map-style sources are streamed in `num_shards` shards)."""
+    if set(weights) != set(sources):
+        raise ValueError(f"weights name {sorted(weights)} but sources name {sorted(sources)}; they must match")
+    if any(weight <= 0 for weight in weights.values()):
+        raise ValueError(f"mixture weights must be positive: {weights}")
+    if stopping_strategy not in STOPPING_STRATEGIES:
+        raise ValueError(f"stopping_strategy={stopping_strategy!r}; expected one of {STOPPING_STRATEGIES}")
+    names = list(weights)
+    parts = []
+    for name in names:
+        part = sources[name]
+        missing = [column for column in CHAT_FEATURES if column not in (part.column_names or CHAT_FEATURES)]
+        if missing:
+            raise ValueError(f"source {name!r} lacks chat columns {missing}; convert it (e.g. videomarathon_chat)")
+        part = part.select_columns(list(CHAT_FEATURES)).cast(CHAT_FEATURES)
+        if streaming and isinstance(part, datasets.Dataset):
+            part = part.to_iterable_dataset(num_shards=min(num_shards, max(1, len(part))))
+        parts.append(part)
+    total = sum(weights.values())
+    return datasets.interleave_datasets(
+        parts, probabilities=[weights[name] / total for name in names], seed=seed, stopping_strategy=stopping_strategy
+    )
