@@ -255,8 +255,11 @@ def _iter_pyav(
 def _iter_torchcodec(
     info: VideoInfo, targets: np.ndarray, size: tuple[int, int], threads: int, chunk: int = 256
 ) -> Iterator[tuple[int, np.ndarray, float]]:
-    from torchcodec.decoders import VideoDecoder
-    from torchcodec.transforms import Resize
+    try:  # inside `try`, so transformers' remote-code import check does not demand torchcodec from Hub users
+        from torchcodec.decoders import VideoDecoder
+        from torchcodec.transforms import Resize
+    except ImportError as error:
+        raise ImportError("the torchcodec backend needs torchcodec; use backend='pyav'") from error
 
     try:
         decoder = VideoDecoder(
