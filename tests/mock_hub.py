@@ -9,6 +9,7 @@ What it implements (model, dataset and space repos alike):
     GET  /api/{type}s/{repo}/tree/{rev}[/{path}]         ?recursive; 404 + X-Error-Code EntryNotFound when absent
     POST /api/{type}s/{repo}/paths-info/{rev}            form or JSON `paths`
     GET  /api/{type}s/{repo}/refs, /commits/{rev}        branches and history
+    POST /api/{type}s/{repo}/branch/{name}               new branch (409 when it exists)
     POST /api/{type}s/{repo}/preupload/{rev}             uploadMode "lfs" for binary/large/LFS-typed files
     POST /api/{type}s/{repo}/commit/{rev}                NDJSON: header, file (base64), lfsFile, deletedFile,
                                                          deletedFolder; parentCommit checked; branch created
@@ -406,6 +407,8 @@ class HubHandler(BaseHTTPRequestHandler):
                 return 200, history(repo, store.resolve(repo, revision)), {}
             if action == "preupload" and method == "POST":
                 return 200, self._preupload(repo, revision, self._json(body)), {}
+            if action == "branch" and method == "POST" and args:
+                return 200, self._create_branch(repo, "/".join(args), self._json(body)), {}
         if action == "commit" and method == "POST":
             return 200, self._commit(repo, revision, body), {}
         raise HubError(404, f"mock hub has no API route {method} /api/{'/'.join(seg)}")
@@ -491,6 +494,13 @@ class HubHandler(BaseHTTPRequestHandler):
             "pullRequestUrl": None,
             "success": True,
         }
+
+    def _create_branch(self, repo: Repo, branch: str, request: dict) -> dict:
+        if branch in repo.branches:
+            raise HubError(409, f"Branch {branch} already exists")
+        start = request.get("startingPoint") or DEFAULT_BRANCH
+        repo.branches[branch] = self.server.store.resolve(repo, start).sha
+        return {}
 
     def _lfs_batch(self, repo: Repo, request: dict):
         objects = []
