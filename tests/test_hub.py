@@ -16,11 +16,13 @@ import textwrap
 import torch
 from isolated import BLOCK_PACKAGE
 from mock_hub import mock_hub, run_hub_client  # noqa: F401
+from safetensors import safe_open
 from test_convert import (
     TINY_VISION_HEADS,
     official_config,
     official_state_dict,
     perturbed,
+    stored_names,
     token_settings,
     write_source,
 )
@@ -33,16 +35,22 @@ from conftest import tiny_model
 
 REPO = "tester/hour-llava-tiny"
 CHECKPOINT_REPO = "tester/hour-llava-run"
+SOURCE_REPO = "tester/hourllava-official-s3"
 TRAINING_ONLY = ["optimizer.pt", "scheduler.pt", "rng_state.pth", "global_step10/zero_pp_rank_0_mp_rank_00.pt"]
 
 PUSH = (
     textwrap.dedent(
         """
-    import json, sys
+    import glob, json, os, sys
     from huggingface_hub import HfApi
+    from modeling_hour_llava.convert import main as convert_main
     from modeling_hour_llava.push import main
 
-    model_dir, checkpoint_dir = sys.argv[1:3]
+    model_dir, checkpoint_dir, source_dir, converted_dir = sys.argv[1:5]
+    HfApi().create_repo("SOURCE_REPO_ID")
+    HfApi().upload_folder(folder_path=source_dir, repo_id="SOURCE_REPO_ID")
+    heads = json.dumps({"num_attention_heads": 2})
+    assert convert_main(["SOURCE_REPO_ID", converted_dir, "--from", "official", "--vision-config", heads]) == 0
     assert main([model_dir, "REPO_ID", "--max-shard-size", "200KB"]) == 0
     assert main([checkpoint_dir, "RUN_REPO_ID", "--checkpoint", "--path-in-repo", "checkpoint-10"]) == 0
     assert main([checkpoint_dir, "RUN_REPO_ID", "--checkpoint", "--include-optimizer", "--revision", "full"]) == 0
@@ -51,10 +59,12 @@ PUSH = (
         "model": sorted(api.list_repo_files("REPO_ID")),
         "checkpoint": sorted(api.list_repo_files("RUN_REPO_ID")),
         "full": sorted(api.list_repo_files("RUN_REPO_ID", revision="full")),
+        "fetched": sorted(os.listdir(glob.glob(os.environ["HF_HUB_CACHE"] + "/models--*official*/snapshots/*")[0])),
     }))
     """
     )
     .replace("RUN_REPO_ID", CHECKPOINT_REPO)
+    .replace("SOURCE_REPO_ID", SOURCE_REPO)
     .replace("REPO_ID", REPO)
 )
 
@@ -79,6 +89,14 @@ PULL = textwrap.dedent(
 ).replace("REPO_ID", REPO)
 
 
+def load_tensor(folder, name: str) -> torch.Tensor:
+    for path in folder.glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as handle:
+            if name in handle.keys():  # noqa: SIM118 - not a dict
+                return handle.get_tensor(name)
+    raise KeyError(name)
+
+
 def last_json(process) -> dict:
     return json.loads(process.stdout.strip().splitlines()[-1])
 
@@ -96,7 +114,13 @@ def test_push_then_pull_by_repo_id_in_a_fresh_process(mock_hub, tmp_path):  # no
         (checkpoint / name).parent.mkdir(parents=True, exist_ok=True)
         (checkpoint / name).write_bytes(b"state")
 
-    pushed = last_json(run_hub_client(mock_hub, PUSH, [str(converted), str(checkpoint)], tmp_path / "push"))
+    torch.save({"not": "loaded"}, tmp_path / "src" / "pytorch_model.bin")  # a pickle beside the safetensors
+    push_args = [str(converted), str(checkpoint), str(tmp_path / "src"), str(tmp_path / "from_hub")]
+    pushed = last_json(run_hub_client(mock_hub, PUSH, push_args, tmp_path / "push"))
+    assert "pytorch_model.bin" not in pushed["fetched"] and "config.json" in pushed["fetched"]
+    assert "base_model: " + SOURCE_REPO in (tmp_path / "from_hub" / "README.md").read_text()
+    for name in stored_names(converted):  # converting from the repo id gives the same tensors
+        assert torch.equal(load_tensor(tmp_path / "from_hub", name), load_tensor(converted, name)), name
     assert {"README.md", "config.json", "modeling_hour_llava.py", "processor_config.json", "tokenizer.json"} <= set(
         pushed["model"]
     )
