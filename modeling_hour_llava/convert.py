@@ -265,7 +265,7 @@ def load_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
     for path in files:
         if path.suffix == ".safetensors":
             with safe_open(str(path), framework="pt") as handle:
-                part = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 - not a dict
+                part = {name: handle.get_tensor(name) for name in handle.keys()}
         else:
             part = torch.load(path, map_location="cpu", weights_only=True)
             part = part.get("state_dict", part) if isinstance(part, dict) else part
@@ -365,11 +365,9 @@ def check_equal(what: str, from_config, from_tensors) -> None:
 
 def vision_config_from(
     source: dict, tensors: dict[str, torch.Tensor], overrides: dict, report: ConversionReport
-) -> tuple[dict, int]:
-    """SigLIP config (defaults <- source `vision_config` <- tensor shapes <- overrides) and the feature layer depth.
-
-    Returns (vision config with `num_hidden_layers` = the layers that feed the features, depth of the tensors).
-    """
+) -> dict:
+    """SigLIP config: defaults <- source `vision_config` <- tensor shapes <- overrides, with `num_hidden_layers` =
+    the stored layers up to the feature layer (those after it feed nothing and are dropped)."""
     nested = source.get("vision_config") if isinstance(source.get("vision_config"), dict) else {}
     vision = {**SIGLIP_DEFAULTS, **{k: nested[k] for k in SIGLIP_FIELDS if k in nested}}
     patch = tensors["model.vision_tower.embeddings.patch_embedding.weight"]  # (C_v, 3, p, p)
@@ -409,7 +407,7 @@ def vision_config_from(
     if depth < 1:
         raise ConversionError(f"vision_feature_layer={layer} selects no layer of the {stored_layers} stored")
     vision["num_hidden_layers"] = depth
-    return vision, stored_layers
+    return vision
 
 
 def grid_pinpoints(value, tile: int):
@@ -719,7 +717,7 @@ def convert(
     tensors = rename(tensors, lmms_rules() if layout == "lmms" else hf_rules(), report)
     text = text_config_from(source_config)
     check_equal("vocab_size", text.get("vocab_size"), tensors["model.language_model.embed_tokens.weight"].shape[0])
-    vision, _ = vision_config_from(source_config, tensors, vision_config or {}, report)
+    vision = vision_config_from(source_config, tensors, vision_config or {}, report)
     tok_folder = Path(tokenizer) if tokenizer and Path(tokenizer).is_dir() else None
     if tokenizer and tok_folder is None:
         tok_folder = fetch_source(tokenizer, allow_pickle=False)
@@ -798,7 +796,6 @@ def write_folder(
         model.generation_config = generation
         model.save_pretrained(staging, max_shard_size=max_shard_size, save_original_format=False)
         processor.save_pretrained(staging)
-        report.files = sorted(p.name for p in staging.iterdir())
         (staging / "README.md").write_text(model_card(report, **card))
         report.files = sorted(p.name for p in staging.iterdir())
         check_written(staging, set(tensors) - ({"lm_head.weight"} if config.tie_word_embeddings else set()))

@@ -40,6 +40,17 @@ def require_folder(folder: str | Path, what: str) -> Path:
     return path
 
 
+def prepare_repo(repo_id: str, private: bool | None, revision: str | None):
+    """Create `repo_id` (and the branch `revision`) when missing; returns (HfApi, the full repo id)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    return api, repo_id
+
+
 def push_model(
     folder: str | Path,
     repo_id: str,
@@ -50,16 +61,11 @@ def push_model(
     commit_message: str | None = None,
 ) -> str:
     """Push the model and processor of `folder` (and its README.md) to `repo_id`; returns the last commit url."""
-    from huggingface_hub import HfApi
-
     from .modeling_hour_llava import HourLlavaForConditionalGeneration
     from .processing_hour_llava import HourLlavaProcessor
 
     path = require_folder(folder, "an Hour-LLaVA model folder")
-    api = HfApi()
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    if revision is not None:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    api, repo_id = prepare_repo(repo_id, private, revision)
     if (path / "README.md").exists():
         api.upload_file(
             path_or_fileobj=str(path / "README.md"), path_in_repo="README.md", repo_id=repo_id, revision=revision
@@ -85,13 +91,8 @@ def push_checkpoint(
 
     Returns the `CommitInfo` of the upload.
     """
-    from huggingface_hub import HfApi
-
     path = require_folder(folder, "a training checkpoint")
-    api = HfApi()
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    if revision is not None:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    api, repo_id = prepare_repo(repo_id, private, revision)
     return api.upload_folder(
         folder_path=str(path),
         repo_id=repo_id,
@@ -114,30 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-shard-size", default="5GB", help="safetensors shard size of a model push")
     parser.add_argument("--message", help="commit message")
     args = parser.parse_args(argv)
+    common = dict(private=args.private, revision=args.revision, commit_message=args.message)
     if args.checkpoint:
-        info = push_checkpoint(
-            args.folder,
-            args.repo_id,
-            include_optimizer=args.include_optimizer,
-            path_in_repo=args.path_in_repo,
-            private=args.private,
-            revision=args.revision,
-            commit_message=args.message,
+        include, where = args.include_optimizer, args.path_in_repo
+        print(
+            push_checkpoint(
+                args.folder, args.repo_id, include_optimizer=include, path_in_repo=where, **common
+            ).commit_url
         )
-        print(info.commit_url)
     else:
         if args.include_optimizer or args.path_in_repo:
             parser.error("--include-optimizer and --path-in-repo apply to --checkpoint uploads")
-        print(
-            push_model(
-                args.folder,
-                args.repo_id,
-                private=args.private,
-                revision=args.revision,
-                max_shard_size=args.max_shard_size,
-                commit_message=args.message,
-            )
-        )
+        print(push_model(args.folder, args.repo_id, max_shard_size=args.max_shard_size, **common))
     return 0
 
 

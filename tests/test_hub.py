@@ -92,7 +92,7 @@ PULL = textwrap.dedent(
 def load_tensor(folder, name: str) -> torch.Tensor:
     for path in folder.glob("*.safetensors"):
         with safe_open(str(path), framework="pt") as handle:
-            if name in handle.keys():  # noqa: SIM118 - not a dict
+            if name in handle.keys():
                 return handle.get_tensor(name)
     raise KeyError(name)
 
