@@ -329,3 +329,22 @@ def test_model_card_metadata_and_its_usage_snippet_runs(tmp_path, tokenizer):
     workdir = tmp_path / "child"
     workdir.mkdir()
     run_isolated(SNIPPET_CHILD, [str(tmp_path / "snippet.py")], workdir, tmp_path / "hf_home")
+
+
+def test_media_tokens_are_added_to_a_tokenizer_that_lacks_them(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from modeling_hour_llava.convert import ConversionReport, load_tokenizer
+
+    words = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "what", "happens"]
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<|endoftext|>"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>").save_pretrained(tmp_path)
+    report = ConversionReport(source="src", kind="official", layout="lmms")
+    tokenizer, ids = load_tokenizer(tmp_path, {"tokenizer_model_max_length": 64}, len(words) + 2, report)
+    assert ids == {"<image>": len(words), "<video>": len(words) + 1} and tokenizer.model_max_length == 64
+    assert tokenizer("what <video> happens")["input_ids"] == [3, ids["<video>"], 4]
+    assert any("added" in note for note in report.notes)
+    with pytest.raises(ConversionError, match=r"<image> has id 5, outside the decoder's 5 embedding rows"):
+        load_tokenizer(tmp_path, {}, len(words), report)
