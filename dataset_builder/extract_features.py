@@ -373,7 +373,9 @@ def extract(args: argparse.Namespace) -> dict | None:
     videos = list_videos(args.video_root, args.video_list)
     extractor = Extractor(args, state.device)
     extractor.preflight(videos)
-    tally = extractor.run(shard(videos, state.process_index, state.num_processes), position=state.process_index)
+    mine = shard(videos, state.process_index, state.num_processes)
+    print(f"process {state.process_index} of {state.num_processes}: {len(mine)} videos", file=sys.stderr, flush=True)
+    tally = extractor.run(mine, position=state.process_index)
     write_json_atomically(
         os.path.join(args.output_dir, PARTIAL_REPORTS, f"process-{state.process_index}.json"), tally.as_dict()
     )

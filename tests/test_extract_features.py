@@ -1,0 +1,229 @@
+"""The memory-repository cache (`dataset_builder/extract_features.py`).
+
+* Two CPU processes under `accelerate launch` are killed (SIGKILL, whole process group) once the first feature
+  file appears; a rerun resumes (skips the finished files, computes the rest) and every file then equals, bit for
+  bit, the file of one uninterrupted run.
+* A truncated file is detected from its header and recomputed; files of another model (other weights) or another
+  configuration (other fps) are stale: refused by default, recomputed on request.
+* A broken video is skipped and counted, not fatal.
+* Cached features go through `encode_video` exactly like the frames they came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from dataset_builder.extract_features import (
+    INVALID,
+    REPORT_NAME,
+    STALE,
+    VALID,
+    Extractor,
+    StaleFeaturesError,
+    extract,
+    feature_file_state,
+    parse_args,
+)
+from dataset_builder.synthetic_videomarathon import SyntheticSpec, write_synthetic_videomarathon
+from modeling_hour_llava.video_processing_hour_llava import HourLlavaVideoProcessor, load_feature_file
+
+from conftest import tiny_model
+
+REPO = Path(__file__).resolve().parent.parent
+# 60-second videos at 4 fps: 128 frames each (the reference's minimum), a fraction of a second per video on CPU.
+SPEC = SyntheticSpec(num_videos=10, min_duration=60, max_duration=60, fps=4.0, width=64, height=48, seed=5)
+BROKEN = "synthetic/broken.mp4"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("features")
+    data = write_synthetic_videomarathon(root / "data", SPEC)
+    Path(data.video_root, BROKEN).write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(300))
+    tiny_model(seed=0).save_pretrained(root / "model")
+    tiny_model(seed=1).save_pretrained(root / "other_model")
+    return root, data
+
+
+@pytest.fixture(scope="module")
+def baseline(workspace, tmp_path_factory):
+    """One uninterrupted in-process run; tests work on copies of its output."""
+    root, data = workspace
+    threads = torch.get_num_threads()
+    output = tmp_path_factory.mktemp("baseline") / "out"
+    report = run(root, data, output)
+    torch.set_num_threads(threads)
+    return output, report
+
+
+def copy_of(baseline, tmp_path) -> Path:
+    return Path(shutil.copytree(baseline[0], tmp_path / "out"))
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def arguments(root: Path, data, output: Path, *extra: str, model: str = "model") -> list[str]:
+    return [
+        "--model", str(root / model), "--video-root", data.video_root, "--output-dir", str(output),
+        "--threads", "1", *extra,
+    ]  # fmt: skip
+
+
+def run(root, data, output, *extra, model="model") -> dict:
+    return extract(parse_args(arguments(root, data, output, *extra, model=model)))
+
+
+def features(output: Path) -> dict[str, torch.Tensor]:
+    return {str(p.relative_to(output)): load_file(p)["features"].clone() for p in sorted(output.rglob("*.safetensors"))}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL the launcher and every process it started (torchrun puts its workers in their own process groups),
+    by pid: a crash, not a clean exit. Waits until all are gone, so none writes after this returns."""
+    import psutil
+
+    try:
+        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        try:
+            member.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    process.wait()
+    psutil.wait_procs(family, timeout=30)
+
+
+@pytest.mark.slow
+def test_killed_distributed_run_resumes_to_identical_features(workspace, baseline, tmp_path, one_thread):
+    root, data = workspace
+    output = tmp_path / "killed"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()), "-m", "dataset_builder.extract_features",
+        *arguments(root, data, output),
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "CUDA_VISIBLE_DEVICES": ""}
+    log = open(tmp_path / "launch.log", "w")
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(output.rglob("*.safetensors")):
+            assert process.poll() is None, (tmp_path / "launch.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no feature file after 240 s"
+            time.sleep(0.02)
+    finally:
+        kill_tree(process)
+        log.close()
+    launch_log = (tmp_path / "launch.log").read_text()
+    assert " of 2: " in launch_log, f"not two processes:\n{launch_log[-2000:]}"
+    done = set(features(output))
+    assert 0 < len(done) < SPEC.num_videos, f"not killed midway: {len(done)} files"
+    assert not (output / REPORT_NAME).exists()
+
+    resumed = run(root, data, output)
+    assert resumed["counts"] == {"skipped_existing": len(done), "computed": SPEC.num_videos - len(done), "failed": 1}
+    assert resumed["failures"][0]["video"] == BROKEN
+    assert not [p for p in output.rglob(".tmp-*")], "leftover temporary files"
+
+    reference, report = baseline
+    assert report["counts"] == {"computed": SPEC.num_videos, "failed": 1}
+    expected, got = features(reference), features(output)
+    assert sorted(got) == sorted(expected) and len(got) == SPEC.num_videos
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor), name
+        with safe_open(output / name, "pt") as a, safe_open(reference / name, "pt") as b:
+            assert a.metadata() == b.metadata()
+
+
+def test_features_and_metadata(workspace, baseline, tmp_path, one_thread):
+    root, data = workspace
+    output = copy_of(baseline, tmp_path)
+    report = baseline[1]
+    assert report["counts"] == {"computed": SPEC.num_videos, "failed": 1}
+    assert json.loads((output / REPORT_NAME).read_text())["counts"] == report["counts"]
+    assert report["videos_per_second"] > 0 and report["video_seconds_per_second"] > 0
+    path = output / "synthetic" / "video_0000.safetensors"
+    tensor, duration = load_feature_file(path)
+    assert tensor.shape == (128, 64, 32) and tensor.dtype == torch.float32 and duration == 60.0
+    with safe_open(path, "pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["source_video"] == "synthetic/video_0000.mp4" and metadata["fingerprint"] == report["fingerprint"]
+    assert run(root, data, output)["counts"] == {"skipped_existing": SPEC.num_videos, "failed": 1}
+
+
+def test_truncated_file_is_detected_and_recomputed(workspace, baseline, tmp_path, one_thread):
+    root, data = workspace
+    output = copy_of(baseline, tmp_path)
+    path = output / "synthetic" / "video_0003.safetensors"
+    original = load_file(path)["features"].clone()  # a copy: the loaded tensor maps the file we truncate
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    extractor = Extractor(parse_args(arguments(root, data, output)))
+    assert feature_file_state(str(path), extractor.fingerprint, 64, 32)[0] == INVALID
+    report = run(root, data, output)
+    assert report["counts"] == {
+        "skipped_existing": SPEC.num_videos - 1,
+        "computed": 1,
+        "recompute_invalid": 1,
+        "failed": 1,
+    }
+    assert torch.equal(load_file(path)["features"], original)
+    assert feature_file_state(str(path), extractor.fingerprint, 64, 32)[0] == VALID
+
+
+def test_stale_features_are_refused_or_recomputed(workspace, baseline, tmp_path, one_thread):
+    root, data = workspace
+    output = copy_of(baseline, tmp_path)
+    before = features(output)
+    for extra, model in (((), "other_model"), (("--fps", "2"), "model")):
+        stale = Extractor(parse_args(arguments(root, data, output, *extra, model=model)))
+        path = str(output / "synthetic" / "video_0000.safetensors")
+        assert feature_file_state(path, stale.fingerprint, 64, 32)[0] == STALE
+        with pytest.raises(StaleFeaturesError, match="--on-stale recompute"):
+            run(root, data, output, *extra, model=model)
+    assert all(torch.equal(features(output)[name], tensor) for name, tensor in before.items())  # untouched
+    report = run(root, data, output, "--on-stale", "recompute", model="other_model")
+    assert report["counts"] == {"computed": SPEC.num_videos, "recompute_stale": SPEC.num_videos, "failed": 1}
+    after = features(output)
+    assert all(not torch.equal(after[name], tensor) for name, tensor in before.items())
+
+
+def test_cached_features_encode_like_their_frames(workspace, baseline):
+    """encode_video(video_features=cached file) == encode_video(pixel_values_videos=the frames it came from)."""
+    _, data = workspace
+    output = baseline[0]
+    model = tiny_model(seed=0)
+    processor = HourLlavaVideoProcessor(size={"height": 140, "width": 140})
+    frames, _, _ = processor.load_video(os.path.join(data.video_root, "synthetic", "video_0001.mp4"))
+    cached, _ = load_feature_file(output / "synthetic" / "video_0001.safetensors")
+    with torch.no_grad():
+        from_frames = model.model.encode_video(pixel_values_videos=frames, video_num_frames=[frames.shape[0]])
+        from_cache = model.model.encode_video(video_features=cached, video_num_frames=[cached.shape[0]])
+    torch.testing.assert_close(from_cache.frame_tokens[0], from_frames.frame_tokens[0], rtol=1e-5, atol=1e-6)
