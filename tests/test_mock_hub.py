@@ -2,7 +2,8 @@
 
 One child process (HF_ENDPOINT -> the mock, Xet off, empty cache) creates a repo, uploads a folder with regular and
 LFS files twice (the second commit is skipped as unchanged), lists trees and paths, downloads a snapshot, and sees
-the client's own error classes for missing files, folders and repos. The parent checks the stored commits and bytes.
+the client's own error classes for missing files, folders and repos; then `datasets` pushes a DatasetDict and loads
+it back by repo id, whole and streamed. The parent checks the stored commits and bytes.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ CLIENT = textwrap.dedent(
             report[name] = None
         except (RemoteEntryNotFoundError, RepositoryNotFoundError) as error:
             report[name] = type(error).__name__
+    from datasets import Dataset, DatasetDict, load_dataset
+
+    rows = DatasetDict({"train": Dataset.from_dict({"x": list(range(6))}), "test": Dataset.from_dict({"x": [7]})})
+    rows.push_to_hub("tester/d")
+    loaded = load_dataset("tester/d")
+    report["dataset"] = {split: list(loaded[split]["x"]) for split in loaded}
+    report["streamed"] = [row["x"] for row in load_dataset("tester/d", split="train", streaming=True)]
+    report["dataset_files"] = sorted(api.list_repo_files("tester/d", repo_type="dataset"))
     print(json.dumps(report))
     """
 )
@@ -62,6 +71,9 @@ def test_unpatched_client_round_trip(mock_hub, tmp_path):  # noqa: F811 - the fi
     assert bytes.fromhex(report["downloaded"]) == weights
     assert report["missing_file"] == report["missing_dir"] == "RemoteEntryNotFoundError"
     assert report["missing_repo"] == "RepositoryNotFoundError"
+    assert report["dataset"] == {"train": list(range(6)), "test": [7]} and report["streamed"] == list(range(6))
+    assert "README.md" in report["dataset_files"]
+    assert any(name.startswith("data/train-") and name.endswith(".parquet") for name in report["dataset_files"])
     repo = mock_hub.store.repo("model", "tester/m")
     head = repo.commits[repo.branches["main"]]
     assert head.sha == report["commit"] and len(repo.commits) == 2  # initial commit + one upload
