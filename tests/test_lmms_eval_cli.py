@@ -1,0 +1,165 @@
+"""End to end on the CPU: lmms-eval's own CLI and evaluate.py score a tiny Hour-LLaVA checkpoint on tiny local
+copies of TempCompass, LongVideoBench, Video-MME and LVBench (their real column schemas, real videos written here;
+one Video-MME video missing, one LVBench video corrupt), in two subprocesses.
+
+Each metric lmms-eval reports is recomputed here from the logged answers and the data's own answer keys, the
+requests of the two unreadable videos must be exactly the skipped ones (empty answers, counted), and evaluate.py's
+simple-mode run must give the chat-mode CLI run's answers and scores.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from hour_llava_lmms.benchmarks import BENCHMARKS, PAPER_BENCHMARKS
+from hour_llava_lmms.evaluation import resolve_source, write_task_configs
+from hour_llava_lmms.testing import LAYOUTS, save_tiny_checkpoint, write_benchmark_copy
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+LETTERS = {"A", "B", "C", "D"}
+BROKEN = {"videomme": {"missing": 1}, "lvbench": {"corrupt": 1}}
+QUESTIONS_PER_VIDEO = 2
+
+
+def gold(name: str, row: dict) -> str:
+    """The answer letter of a row, from each benchmark's own answer field."""
+    if name == "longvideobench":
+        return chr(ord("A") + row["correct_choice"])
+    return row["answer"][0]  # TempCompass keys are "A. moving fast"; the others are letters
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lmms_cli")
+    checkpoint = save_tiny_checkpoint(str(root / "checkpoint"))
+    copies = {
+        name: write_benchmark_copy(str(root / "data"), name, num_videos=2, **BROKEN.get(name, {}))
+        for name in (*PAPER_BENCHMARKS, "videomarathon")
+    }
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env |= {"HF_HOME": str(root / "hf_home"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env |= {"TOKENIZERS_PARALLELISM": "false", "OPENAI_API_KEY": ""}
+    return {"root": root, "checkpoint": checkpoint, "copies": copies, "env": env}
+
+
+def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    process = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, f"rc={process.returncode}\n{process.stdout[-3000:]}\n{process.stderr[-6000:]}"
+    return process
+
+
+def results_and_samples(output: Path) -> tuple[dict, dict[str, list[dict]]]:
+    [results_path] = glob.glob(str(output / "**" / "*_results.json"), recursive=True)
+    results = json.loads(Path(results_path).read_text())
+    samples = {}
+    for path in glob.glob(str(output / "**" / "*_samples_*.jsonl"), recursive=True):
+        task = path.rsplit("_samples_", 1)[1][: -len(".jsonl")]
+        samples[task] = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return results, samples
+
+
+def check_benchmark(name: str, copy: dict, results: dict, samples: list[dict]) -> dict[int, str]:
+    """Recompute the benchmark's metric from the logged answers; check skips. Returns {doc_id: answer}."""
+    bench = BENCHMARKS[name]
+    rows = [row for row in copy["rows"] if name != "videomarathon" or row["options"]]  # its task keeps MC rows
+    unreadable = set(copy["missing"]) | set(copy["corrupt"])
+    answers = {s["doc_id"]: s["filtered_resps"][0] if isinstance(s["filtered_resps"], list) else s["filtered_resps"]
+               for s in samples}  # fmt: skip
+    assert sorted(answers) == list(range(len(rows)))
+    for doc_id, answer in answers.items():
+        if LAYOUTS[name][3](rows[doc_id]) in unreadable:  # the row's video file
+            assert answer == "", (name, doc_id, answer)
+        else:
+            assert answer in LETTERS, (name, doc_id, answer)  # bare letters, the tiny model's head writes letters
+    expected = sum(answers[i] == gold(name, row) for i, row in enumerate(rows)) / len(rows)
+    reported = results["results"][bench.task][f"{bench.metric},none"]
+    assert reported == pytest.approx(expected * bench.scale), (name, reported, expected)
+    return answers
+
+
+@pytest.mark.slow
+def test_lmms_eval_cli_and_evaluate_py_score_the_four_benchmarks(setup):
+    root, env = setup["root"], setup["env"]
+    benches = [BENCHMARKS[name] for name in PAPER_BENCHMARKS]
+
+    # 1. lmms-eval's console script, chat mode (its default), tasks from our configs pointed at the local copies.
+    sources = {b: resolve_source(b, setup["copies"][b.name]["folder"], None) for b in benches}
+    video_env = write_task_configs(sources, str(root / "cli_tasks"))
+    cli_out = root / "cli_out"
+    command = [str(BIN / "lmms-eval"), "--model", "hour_llava", "--model_args", f"pretrained={setup['checkpoint']}"]
+    command += ["--tasks", ",".join(b.task for b in benches), "--include_path", str(root / "cli_tasks")]
+    command += ["--batch_size", "2", "--output_path", str(cli_out), "--log_samples", "--verbosity", "DEBUG"]
+    process = run(command, root, env | video_env)
+    assert "SKIPPED 4 requests (2 videos)" in process.stdout + process.stderr
+    results, samples = results_and_samples(cli_out)
+    assert results["config"]["model_backend"].endswith("HourLlavaChat (chat)")
+    chat_answers = {b.name: check_benchmark(b.name, setup["copies"][b.name], results, samples[b.task]) for b in benches}
+
+    # 2. evaluate.py, simple mode, with the held-out VideoMarathon split too, run from the repository root.
+    out = root / "evaluate_out"
+    names = [*PAPER_BENCHMARKS, "videomarathon"]
+    command = [sys.executable, str(REPO / "evaluate.py"), "--model", setup["checkpoint"], "--output", str(out)]
+    command += ["--benchmarks", ",".join(names), "--batch-size", "2", "--force-simple"]
+    command += [arg for name in names for arg in ("--data", f"{name}={setup['copies'][name]['folder']}")]
+    run(command, REPO, env)
+    results, samples = results_and_samples(out / "lmms_eval")
+    assert results["config"]["model_backend"].endswith("HourLlava (simple)")
+    for bench in benches:
+        answers = check_benchmark(bench.name, setup["copies"][bench.name], results, samples[bench.task])
+        assert answers == chat_answers[bench.name]  # the same prompts, so the same answers in both modes
+    check_benchmark(
+        "videomarathon", setup["copies"]["videomarathon"], results, samples[BENCHMARKS["videomarathon"].task]
+    )
+
+    summary = json.loads((out / "summary.json").read_text())
+    skipped = {name: entry["skipped"] for name, entry in summary["benchmarks"].items()}
+    assert skipped == {"tempcompass": 0, "longvideobench": 0, "videomme": 2, "lvbench": 2, "videomarathon": 0}
+    assert summary["skipped_total"] == 4
+    for name, entry in summary["benchmarks"].items():
+        assert entry["accuracy"] == pytest.approx(entry["accuracy_from_samples"]), name
+        assert sum(bucket["n"] for bucket in entry["lengths"].values()) == entry["n"] - entry["skipped"]
+    assert summary["benchmarks"]["videomme"]["paper"] == 63.6
+    assert set(summary["benchmarks"]["videomme"]["groups"]) == {"short", "medium"}
+    assert "| videomme |" in (out / "summary.md").read_text()
+    ElementTree.parse(out / "accuracy_vs_length.svg")  # well-formed SVG
+
+    # Inside the evaluation run, `import evaluate` was the Hugging Face library, not our script.
+    info = json.loads((out / "run_info.json").read_text())
+    assert Path(info["evaluate_module"]).parts[-3:] == ("site-packages", "evaluate", "__init__.py")
+
+
+def test_import_evaluate_from_the_repository_root_gives_the_library():
+    """Python started in the repository root has it first on sys.path; our script must hand over to the library."""
+    code = "import evaluate, sys; print(evaluate.__file__); print(hasattr(evaluate, 'load'))"
+    process = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stderr[-3000:]
+    path, has_load = process.stdout.split()[-2:]
+    assert Path(path).parts[-3:] == ("site-packages", "evaluate", "__init__.py") and has_load == "True"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_py_fails_when_lmms_eval_writes_no_results(setup, tmp_path, monkeypatch):
+    """lmms-eval exits 0 after swallowing an error; evaluate.py must still fail, and say which benchmark."""
+    script = load_script()
+    monkeypatch.setattr(script.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0))
+    folder = setup["copies"]["lvbench"]["folder"]
+    code = script.main(["--model", setup["checkpoint"], "--output", str(tmp_path), "--benchmarks", "lvbench",
+                        "--data", f"lvbench={folder}"])  # fmt: skip
+    assert code == 1
+    assert json.loads((tmp_path / "summary.json").read_text())["benchmarks"]["lvbench"]["accuracy"] is None
