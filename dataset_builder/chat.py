@@ -6,7 +6,8 @@
 
 Arrow stores every block with both `text` and `path` (one of them None); `clean_messages` drops the None keys, which
 gives exactly what `HourLlavaProcessor.apply_chat_template` reads (`{"type": "video", "path": ...}`), so a
-collator is `processor.apply_chat_template([clean_messages(row["messages"]) for row in batch], ...)`.
+collator is `processor.apply_chat_template([clean_messages(row["messages"], open_images=True) for row in
+batch], ...)`.
 """
 
 from __future__ import annotations
@@ -64,17 +65,26 @@ def modality_of(messages: list[dict]) -> str:
     return "image" if len(kinds) == 1 else "multi_image"
 
 
-def clean_messages(messages: list[dict]) -> list[dict]:
-    """Arrow rows -> chat-template messages: drop the None `text`/`path` keys of every block."""
+def clean_messages(messages: list[dict], open_images: bool = False) -> list[dict]:
+    """Arrow rows -> chat-template messages: drop the None `text`/`path` keys of every block.
+
+    open_images: replace image paths by PIL images (`{"type": "image", "image": <RGB image>}`). transformers
+    loads an image `path` into a (3, H, W) tensor, which `HourLlavaProcessor`'s padding reads as (H, W, C) and
+    refuses, so a collator should open images here; videos stay paths (the video processor decodes them).
+    """
     return [
-        {
-            "role": message["role"],
-            "content": [
-                {key: value for key, value in block.items() if value is not None} for block in message["content"]
-            ],
-        }
+        {"role": message["role"], "content": [_clean_block(block, open_images) for block in message["content"]]}
         for message in messages
     ]
+
+
+def _clean_block(block: dict, open_images: bool) -> dict:
+    if open_images and block["type"] == "image" and block.get("path"):
+        from PIL import Image
+
+        with Image.open(block["path"]) as image:
+            return {"type": "image", "image": image.convert("RGB")}
+    return {key: value for key, value in block.items() if value is not None}
 
 
 def map_media_paths(messages: list[dict], resolve: Callable[[str, str], str]) -> list[dict]:

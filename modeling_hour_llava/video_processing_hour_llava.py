@@ -86,7 +86,9 @@ def flatten_video_inputs(videos) -> list:
         return [videos]
     flat = []
     for item in videos:
-        is_batch = isinstance(item, (list, tuple)) and item and not hasattr(item[0], "size")
+        if isinstance(item, (list, tuple)) and not item:
+            continue  # a sample without videos in a batch that mixes modalities
+        is_batch = isinstance(item, (list, tuple)) and not hasattr(item[0], "size")
         flat.extend(item if is_batch else [item])
     return flat
 
