@@ -11,14 +11,13 @@ import json
 from collections import Counter
 
 import pytest
+from dataset_helpers import tiny_processor
 from PIL import Image
 
 from dataset_builder.chat import CHAT_FEATURES, clean_messages
 from dataset_builder.mixtures import LlavaJson, build_mixture, videomarathon_chat
 from dataset_builder.synthetic_videomarathon import SyntheticSpec, write_synthetic_videomarathon
 from dataset_builder.videomarathon import VideoMarathon
-
-from conftest import tiny_config
 
 SPEC = SyntheticSpec(num_videos=4, min_duration=4, max_duration=5, fps=2.0, width=48, height=32, seed=7)
 
@@ -152,20 +151,8 @@ def test_mixture_ratio_seed_and_streaming(sources):
 
 
 def test_mixed_batch_goes_through_the_chat_template(sources):
-    from transformers import SiglipImageProcessor
-
-    from dataset_builder.tiny_tokenizer import build_tokenizer
-    from modeling_hour_llava import HourLlavaProcessor, HourLlavaVideoProcessor
-
     _, data, _, built, _ = sources
-    tokenizer = build_tokenizer()
-    size = {"height": 28, "width": 28}
-    processor = HourLlavaProcessor(
-        image_processor=SiglipImageProcessor(size=size),
-        tokenizer=tokenizer,
-        video_processor=HourLlavaVideoProcessor(size=size),
-        token_geometry=HourLlavaProcessor.geometry_from_config(tiny_config()),
-    )
+    processor, tokenizer = tiny_processor()
     rows = [built[name][0] for name in ("llava_video_178k", "llava_onevision_si", "llava_onevision_text")]
     batch = processor.apply_chat_template(
         [clean_messages(row["messages"], open_images=True) for row in rows],

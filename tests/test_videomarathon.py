@@ -18,6 +18,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from dataset_helpers import tiny_processor
 
 from dataset_builder.chat import clean_messages
 from dataset_builder.mixtures import videomarathon_chat
@@ -39,8 +40,6 @@ from dataset_builder.videomarathon import (
     video_split,
 )
 from modeling_hour_llava.video_loading_hour_llava import decode_frames
-
-from conftest import tiny_config
 
 SPEC = SyntheticSpec(num_videos=6, min_duration=5, max_duration=8, fps=4.0, width=96, height=64, seed=3)
 
@@ -284,20 +283,7 @@ def test_paths_may_not_escape_their_root(tmp_path, synthetic):
 def test_rows_feed_the_processor_chat_template(tmp_path, synthetic):
     """Grouped rows -> chat rows with local paths -> `apply_chat_template`: one video, its placeholders, and the
     assistant tokens are exactly the answers."""
-    from transformers import SiglipImageProcessor
-
-    from dataset_builder.tiny_tokenizer import build_tokenizer
-    from modeling_hour_llava import HourLlavaProcessor, HourLlavaVideoProcessor
-
-    tokenizer = build_tokenizer()
-    config = tiny_config()
-    size = {"height": 28, "width": 28}
-    processor = HourLlavaProcessor(
-        image_processor=SiglipImageProcessor(size=size),
-        tokenizer=tokenizer,
-        video_processor=HourLlavaVideoProcessor(size=size),
-        token_geometry=HourLlavaProcessor.geometry_from_config(config),
-    )
+    processor, tokenizer = tiny_processor()
     _, splits = build(tmp_path, "grouped", synthetic.hub_rows, synthetic.video_root)
     rows = videomarathon_chat(splits["train"], video_root=synthetic.video_root).select(range(2))
     batch = processor.apply_chat_template(
