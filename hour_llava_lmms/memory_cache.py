@@ -85,9 +85,11 @@ def feature_file_for(video: str, features_dir: str | None, video_root: str | Non
 
 
 class VideoMemoryCache:
-    """LRU of encoded videos. `encode_frames(path) -> (memory, num_frames, duration)` runs the decoder and tower;
-    `encode_features(features) -> memory` runs the projector on stored features. Both raise `VideoDecodeError` for
-    bad inputs; nothing is cached for them."""
+    """LRU of `capacity` encoded videos (0: no reuse, every call encodes; for measurements).
+
+    `encode_frames(path) -> (memory, num_frames, duration)` runs the decoder and tower; `encode_features(features)
+    -> memory` runs the projector on stored features. Both raise `VideoDecodeError` for bad inputs; nothing is
+    cached for them."""
 
     def __init__(
         self,
@@ -98,8 +100,8 @@ class VideoMemoryCache:
         features_dir: str | None = None,
         video_root: str | None = None,
     ):
-        if capacity < 1:
-            raise ValueError(f"memory_cache_size={capacity}; keep at least 1 encoded video")
+        if capacity < 0:
+            raise ValueError(f"memory_cache_size={capacity}; use 0 (encode for every question) or more")
         self.encode_frames, self.encode_features = encode_frames, encode_features
         self.model_fingerprint, self.capacity = model_fingerprint, capacity
         self.features_dir, self.video_root = features_dir, video_root
@@ -115,6 +117,8 @@ class VideoMemoryCache:
             self.stats.hits += 1
             return self.entries[key]
         encoded = self._encode(path)
+        if self.capacity == 0:
+            return encoded
         self.entries[key] = encoded
         while len(self.entries) > self.capacity:
             self.entries.popitem(last=False)

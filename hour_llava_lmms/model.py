@@ -12,8 +12,8 @@ reported at the end, and are listed in the journal. `journal_dir` makes the run 
 
 Model args (all optional except `pretrained`): dtype (auto|bfloat16|float16|float32), device, batch_size,
 max_new_tokens (64), fps (1.0), min_frames, max_frames, video_backend (auto|pyav|torchcodec), answer_format
-(auto|letter|text), memory_cache_size (2), features_dir, video_root, journal_dir, trust_remote_code (True),
-attn_implementation.
+(auto|letter|text), memory_cache_size (2 videos; 0 re-encodes for every batch, for measurements), features_dir,
+video_root, journal_dir, trust_remote_code (True), attn_implementation.
 """
 
 from __future__ import annotations
@@ -172,9 +172,12 @@ class HourLlava(lmms):
     # -------------------------------------------------------------------------------------------------------------
     # Video memory
     # -------------------------------------------------------------------------------------------------------------
-    @torch.inference_mode()
+    @torch.no_grad()
     def _encode_frames(self, path: str) -> tuple[object, int, float]:
-        """Decode at 1 fps (streamed, chunk by chunk) and run tower, pooling and projector once."""
+        """Decode at 1 fps (streamed, chunk by chunk) and run tower, pooling and projector once.
+
+        `no_grad`, not `inference_mode`: the decoder's worker threads fill frame tensors made in this thread, and
+        inference mode (thread-local) would make those tensors read-only to them."""
         stream = self.processor.video_processor.open_stream(path, **self.sampling)
         memory = self.model.encode_video(video_streams=[stream])
         return memory, stream.num_frames, stream.duration
@@ -273,15 +276,16 @@ class HourLlava(lmms):
         return list(groups.values())
 
     def _run_group(self, group: list[Query], answers: list[str], pbar) -> None:
-        """Encode the group's video(s) once (or skip the group), then answer it batch by batch."""
-        try:
-            encoded = self._memory_for(group[0].videos)
-        except VideoDecodeError as error:
-            self._skip(group, str(error), answers)
-            pbar.update(len(group))
-            return
+        """Answer a group batch by batch; its video(s) come from the memory cache (encoded at the first batch), and
+        a video that cannot be read skips the rest of the group."""
         for start in range(0, len(group), self.batch_size_per_gpu):
             batch = group[start : start + self.batch_size_per_gpu]
+            try:
+                encoded = self._memory_for(batch[0].videos)
+            except VideoDecodeError as error:
+                self._skip(group[start:], str(error), answers)
+                pbar.update(len(group) - start)
+                return
             for q, answer in zip(batch, self._answer_batch(batch, encoded), strict=True):
                 answers[q.index] = answer
                 self.journal.record(
