@@ -8,6 +8,7 @@ and records each exclusion in an `ExclusionReport`; `ExclusionReport.write` puts
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -123,6 +124,22 @@ class ExclusionReport:
         if report_path:
             lines.append(f"Full report: {report_path}. Fix the annotations or media, or build with strict=False.")
         raise ValueError("\n".join(lines))
+
+
+def files_fingerprint(paths) -> str:
+    """sha256 of each file's path, size and modification time: part of a builder's cache key, so editing an
+    annotation file builds anew instead of reusing the cached Arrow files (videos are not covered: after changing
+    videos, build with `download_mode="force_redownload"`)."""
+    if not paths:
+        return ""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = os.stat(path) if os.path.exists(path) else None
+        digest.update(
+            f"{os.path.abspath(path)}\0{stat.st_size if stat else -1}\0{stat.st_mtime_ns if stat else -1}\n".encode()
+        )
+    return digest.hexdigest()
 
 
 def write_json_atomically(path: str | os.PathLike, data) -> None:

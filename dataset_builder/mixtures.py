@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import datasets
 
 from .chat import CHAT_FEATURES, map_media_paths, media_block, modality_of, text_block, turn
-from .media import INVALID_FIELD, ExclusionReport, MediaPathError, check_media, resolve_under_root
+from .media import INVALID_FIELD, ExclusionReport, MediaPathError, check_media, files_fingerprint, resolve_under_root
 from .videomarathon import read_annotation_items, source_root
 
 WRONG_MODALITY = "wrong_modality"
@@ -115,6 +115,7 @@ class LlavaJsonConfig(datasets.BuilderConfig):
     check_media: str = "exists"
     strict: bool = False
     report_path: str | None = None
+    annotations_fingerprint: str = ""  # set by the builder from the files: a changed file is a new cache entry
 
 
 class LlavaJson(datasets.GeneratorBasedBuilder):
@@ -125,6 +126,11 @@ class LlavaJson(datasets.GeneratorBasedBuilder):
         LlavaJsonConfig(name=name, version=datasets.Version("1.0.0"), modality=modality)
         for name, modality in SOURCE_MODALITIES.items()
     ]
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("annotations"):
+            kwargs.setdefault("annotations_fingerprint", files_fingerprint(kwargs["annotations"]))
+        super().__init__(*args, **kwargs)
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(description=__doc__.split("\n\n")[0], features=CHAT_FEATURES)

@@ -47,6 +47,7 @@ from .media import (
     ExclusionReport,
     MediaPathError,
     check_media,
+    files_fingerprint,
     resolve_under_root,
 )
 
@@ -465,6 +466,7 @@ class VideoMarathonConfig(datasets.BuilderConfig):
     group_size: int = 5
     group_seed: int | None = 0
     report_path: str | None = None
+    annotations_fingerprint: str = ""  # set by the builder from the files: a changed file is a new cache entry
 
 
 class VideoMarathon(datasets.GeneratorBasedBuilder):
@@ -478,6 +480,11 @@ class VideoMarathon(datasets.GeneratorBasedBuilder):
         ),
     ]
     DEFAULT_CONFIG_NAME = "grouped"
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("annotations"):
+            kwargs.setdefault("annotations_fingerprint", files_fingerprint(kwargs["annotations"]))
+        super().__init__(*args, **kwargs)
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(

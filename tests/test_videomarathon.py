@@ -302,3 +302,26 @@ def test_rows_feed_the_processor_chat_template(tmp_path, synthetic):
         text = tokenizer.decode(batch["input_ids"][index][mask])
         assert text == "".join(f"{pair['answer']}<|im_end|>" for pair in source["qa"])
     assert torch.is_tensor(batch["pixel_values_videos"])
+
+
+def test_per_source_roots_and_edited_annotations_rebuild(tmp_path, synthetic):
+    """`video_roots` maps sources to their own folders; editing the annotation file changes the cache key, so the
+    same cache directory gives the new rows instead of the cached ones."""
+    annotations = tmp_path / "rows.jsonl"
+    annotations.write_text("".join(json.dumps(row) + "\n" for row in synthetic.rows[:10]))
+    roots = {SPEC.source: os.path.join(synthetic.video_root, SPEC.source)}
+
+    def rows():
+        builder = VideoMarathon(
+            config_name="qa",
+            annotations=str(annotations),
+            video_roots=roots,
+            cache_dir=str(tmp_path / "cache"),
+            validation_fraction=0.0,
+        )
+        builder.download_and_prepare()
+        return builder.as_dataset("train")["id"]
+
+    assert rows() == [row["id"] for row in synthetic.rows[:10]]
+    annotations.write_text("".join(json.dumps(row) + "\n" for row in synthetic.rows[:12]))
+    assert rows() == [row["id"] for row in synthetic.rows[:12]]
