@@ -17,7 +17,9 @@ in a report (`strict=True` raises), like the VideoMarathon builder.
 
 from __future__ import annotations
 
+import math
 import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -36,6 +38,7 @@ SOURCE_MODALITIES = {
     "llava_onevision_mi": "multi_image",
     "llava_onevision_text": "text",
 }
+SAMPLING_KINDS = ("first", "end", "random")
 STOPPING_STRATEGIES = ("first_exhausted", "all_exhausted", "all_exhausted_without_replacement")
 
 
@@ -102,13 +105,48 @@ def llava_messages(item: dict, media: list[tuple[str, str]]) -> list[dict]:
     return messages
 
 
+def annotation_entries(annotations, default_strategy: str) -> list[tuple[str, str]]:
+    """(path, sampling strategy) per annotation file, from a path, a list of paths, or the reference's
+    `{"json_path", "sampling_strategy"}` entries."""
+    if isinstance(annotations, (str, os.PathLike, dict)):
+        annotations = [annotations]
+    entries = []
+    for entry in annotations:
+        if isinstance(entry, dict):
+            entries.append((os.fspath(entry["json_path"]), entry.get("sampling_strategy", default_strategy)))
+        else:
+            entries.append((os.fspath(entry), default_strategy))
+    return entries
+
+
+def sample_items(items: list, strategy: str, seed: str) -> list:
+    """The reference's per-file sampling: `all`, or `first|end|random:P%` (ceil(P% of the items)) or `:N` items."""
+    if strategy == "all":
+        return items
+    kind, _, amount = strategy.partition(":")
+    if kind not in SAMPLING_KINDS or not amount:
+        raise ValueError(
+            f"sampling strategy {strategy!r}; expected 'all' or one of {SAMPLING_KINDS} with ':P%' or ':N'"
+        )
+    count = math.ceil(float(amount[:-1]) * len(items) / 100) if amount.endswith("%") else int(amount)
+    if kind == "first":
+        return items[:count]
+    if kind == "end":
+        return items[len(items) - count :] if count else []
+    return sorted(random.Random(seed).sample(items, min(count, len(items))), key=lambda pair: pair[0])
+
+
 @dataclass
 class LlavaJsonConfig(datasets.BuilderConfig):
-    """annotations: LLaVA JSON/JSONL file(s). media_root: the image folder or the video root. use_data_source:
-    videos live under `media_root/<data_source>/`. modality: keep only items of this modality (the config's own by
-    default; None keeps all). check_media / strict / report_path: as in the VideoMarathon builder."""
+    """annotations: LLaVA JSON/JSONL file(s), each a path or, as in the reference's data yamls, `{"json_path": ...,
+    "sampling_strategy": "first:10%"}`. sampling_strategy: the default for plain paths (`all`, or `first|end|random`
+    `:P%` or `:N`, per file; `random` is seeded by `sampling_seed`). media_root: the image folder or the video root.
+    use_data_source: videos live under `media_root/<data_source>/`. modality: keep only items of this modality (the
+    config's own by default; None keeps all). check_media / strict / report_path: as in the VideoMarathon builder."""
 
-    annotations: str | list[str] | None = None
+    annotations: str | list | None = None
+    sampling_strategy: str = "all"
+    sampling_seed: int = 0
     media_root: str | None = None
     use_data_source: bool = True
     modality: str | None = None
@@ -129,7 +167,8 @@ class LlavaJson(datasets.GeneratorBasedBuilder):
 
     def __init__(self, *args, **kwargs):
         if kwargs.get("annotations"):
-            kwargs.setdefault("annotations_fingerprint", files_fingerprint(kwargs["annotations"]))
+            paths = [path for path, _ in annotation_entries(kwargs["annotations"], "all")]
+            kwargs.setdefault("annotations_fingerprint", files_fingerprint(paths))
         super().__init__(*args, **kwargs)
 
     def _info(self) -> datasets.DatasetInfo:
@@ -142,20 +181,20 @@ class LlavaJson(datasets.GeneratorBasedBuilder):
         return os.path.join(self._cache_dir_root, "reports", f"llava_json-{self.config_id}.json")
 
     def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
-        paths = self.config.annotations
-        if not paths:
+        if not self.config.annotations:
             raise ValueError(f"{self.config.name} needs annotations=<LLaVA json file or list of files>")
-        paths = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
-        rows, report = self.prepare_rows(paths)
+        rows, report = self.prepare_rows(annotation_entries(self.config.annotations, self.config.sampling_strategy))
         report.write(self.report_path)
         report.raise_if_strict(self.config.strict, self.report_path)
         return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"rows": rows})]
 
-    def prepare_rows(self, paths: list[str]) -> tuple[list[dict], ExclusionReport]:
-        """Chat rows of every item that converts and whose media pass the check; the rest counted by reason."""
+    def prepare_rows(self, entries: list[tuple[str, str]]) -> tuple[list[dict], ExclusionReport]:
+        """Chat rows of every sampled item that converts and whose media pass the check; the rest counted by
+        reason. `entries`: (path, sampling strategy) per file."""
         report, rows = ExclusionReport(name=f"llava_json/{self.config.name}"), []
-        for path in paths:
-            for index, item in enumerate(read_annotation_items(path)):
+        for path, strategy in entries:
+            items = list(enumerate(read_annotation_items(path)))
+            for index, item in sample_items(items, strategy, f"{self.config.sampling_seed}\0{path}"):
                 row_id = str(item.get("id", f"{os.path.basename(path)}#{index}"))
                 row = self.convert(item, row_id, report)
                 if row is not None:

@@ -172,3 +172,31 @@ def test_mixed_batch_goes_through_the_chat_template(sources):
         mask = batch["assistant_masks"][index].bool() & batch["attention_mask"][index].bool()
         answers.append(tokenizer.decode(batch["input_ids"][index][mask]))
     assert answers == ["Shapes move.<|im_end|>", "red<|im_end|>", "Hi<|im_end|>"]
+
+
+def test_sampling_strategies_of_the_reference_yamls(sources, tmp_path):
+    """`{"json_path", "sampling_strategy"}` entries: first/end/random P% (ceil) or N items per file, random seeded."""
+    root, _, images, _, _ = sources
+    path = str(root / "llava_onevision_si.json")  # 44 items: si0..si39, then untagged, escape, missing, two
+
+    def ids(strategy: str, seed: int = 0) -> list[str]:
+        builder = LlavaJson(
+            config_name="llava_onevision_si",
+            annotations=[{"json_path": path, "sampling_strategy": strategy}],
+            media_root=str(images),
+            cache_dir=str(tmp_path / f"{strategy}-{seed}".replace(":", "_").replace("%", "p")),
+            sampling_seed=seed,
+        )
+        builder.download_and_prepare()
+        excluded[strategy, seed] = sum(json.loads(open(builder.report_path).read())["excluded_rows"].values())
+        return builder.as_dataset("train")["id"]
+
+    excluded = {}
+    assert ids("first:10%") == [f"si{i}" for i in range(5)]  # ceil(4.4)
+    assert ids("end:5") == ["si39", "untagged"]  # escape, missing and two are excluded
+    sampled = ids("random:25%")
+    assert len(sampled) + excluded["random:25%", 0] == 11  # ceil(11.0) items drawn, the bad ones then excluded
+    assert sampled == ids("random:25%") and sampled != ids("random:25%", seed=1)
+    assert sampled == sorted(sampled, key=lambda name: int(name[2:]))  # file order kept
+    with pytest.raises(ValueError, match="sampling strategy"):
+        ids("middle:10%")

@@ -227,3 +227,37 @@ def test_cached_features_encode_like_their_frames(workspace, baseline):
         from_frames = model.model.encode_video(pixel_values_videos=frames, video_num_frames=[frames.shape[0]])
         from_cache = model.model.encode_video(video_features=cached, video_num_frames=[cached.shape[0]])
     torch.testing.assert_close(from_cache.frame_tokens[0], from_frames.frame_tokens[0], rtol=1e-5, atol=1e-6)
+
+
+def test_training_rows_read_the_cache_instead_of_the_videos(workspace, baseline, tmp_path):
+    """VideoMarathon rows pointed at the cache (`feature_root`) go through the chat template as `video_features`:
+    the reference keeps min(stored frames, whole seconds) of them, and the video itself is never opened."""
+    from dataset_helpers import tiny_processor
+
+    from dataset_builder.chat import clean_messages
+    from dataset_builder.mixtures import videomarathon_chat
+    from dataset_builder.videomarathon import VideoMarathon
+
+    _, data = workspace
+    builder = VideoMarathon(
+        config_name="grouped",
+        annotations=data.hub_rows,
+        video_root=data.video_root,
+        cache_dir=str(tmp_path / "cache"),
+        validation_fraction=0.0,
+    )
+    builder.download_and_prepare()
+    rows = videomarathon_chat(builder.as_dataset("train"), feature_root=str(baseline[0])).select(range(2))
+    paths = [clean_messages(row["messages"])[0]["content"][0]["path"] for row in rows]
+    assert all(path.startswith(str(baseline[0])) and path.endswith(".safetensors") for path in paths)
+    processor, _ = tiny_processor()
+    batch = processor.apply_chat_template(
+        [clean_messages(row["messages"]) for row in rows],
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
+        processor_kwargs={"padding": True},
+    )
+    assert "pixel_values_videos" not in batch
+    assert batch["video_num_frames"].tolist() == [SPEC.min_duration] * 2  # min(128 stored, 60 s)
+    assert batch["video_features"].shape == (2 * SPEC.min_duration, 64, 32)
