@@ -218,12 +218,54 @@ def remove_temporaries(path: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Extraction
 # ---------------------------------------------------------------------------------------------------------------
-def load_model(path: str, dtype: torch.dtype):
-    """The HourLlavaModel of a checkpoint (the conditional-generation wrapper's `.model`), in eval mode."""
-    from modeling_hour_llava import HourLlavaForConditionalGeneration
+TOWER_PREFIXES = ("model.vision_tower.", "vision_tower.")  # HourLlavaForConditionalGeneration / HourLlavaModel
 
-    model = HourLlavaForConditionalGeneration.from_pretrained(path, dtype=dtype)
-    return model.model.eval()
+
+def checkpoint_files(path: str) -> list[str]:
+    """The safetensors files of a checkpoint folder (sharded through its index, or the single file)."""
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as handle:
+            return sorted({os.path.join(path, name) for name in json.load(handle)["weight_map"].values()})
+    single = os.path.join(path, "model.safetensors")
+    if not os.path.exists(single):
+        raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
+    return [single]
+
+
+def tower_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The vision tower's tensors of a checkpoint, names relative to the tower; nothing else is read."""
+    from safetensors import safe_open
+
+    state = {}
+    for file in checkpoint_files(path):
+        with safe_open(file, framework="pt") as handle:
+            for key in handle.keys():
+                prefix = next((p for p in TOWER_PREFIXES if key.startswith(p)), None)
+                if prefix is not None:
+                    state[key[len(prefix) :]] = handle.get_tensor(key)
+    if not state:
+        raise ValueError(f"{path}: no vision tower tensors (keys starting with {TOWER_PREFIXES})")
+    return state
+
+
+def load_model(path: str, dtype: torch.dtype, device: torch.device | str = "cpu"):
+    """An HourLlavaModel whose vision tower alone is loaded (on `device`, in `dtype`): the language model, projector
+    and MemAug stay on the meta device, so extracting with a 7B checkpoint costs only the tower's memory."""
+    from accelerate import init_empty_weights
+
+    from modeling_hour_llava import HourLlavaConfig, HourLlavaForConditionalGeneration
+
+    config = HourLlavaConfig.from_pretrained(path)
+    with init_empty_weights():
+        model = HourLlavaForConditionalGeneration(config).model
+    model.vision_tower.load_state_dict(tower_state_dict(path), strict=True, assign=True)
+    model.vision_tower.to(device=device, dtype=dtype)
+    return model.eval()
+
+
+def tower_device(model) -> torch.device:
+    return next(model.vision_tower.parameters()).device
 
 
 @torch.inference_mode()
@@ -234,7 +276,7 @@ def video_features(model, frames: torch.Tensor, chunk_size: int, dtype: torch.dt
     config = model.config
     out = None
     for start in range(0, frames.shape[0], chunk_size):
-        chunk = frames[start : start + chunk_size].to(model.device)
+        chunk = frames[start : start + chunk_size].to(tower_device(model))
         pooled = pool_frame_features(model.vision_features(chunk), config.memory_pool_size, config.memory_pool_mode)
         if out is None:
             out = torch.empty((frames.shape[0], *pooled.shape[1:]), dtype=dtype)
@@ -250,7 +292,7 @@ class Extractor:
 
         self.args = args
         self.dtype = DTYPES[args.dtype]
-        self.model = load_model(args.model, self.dtype).to(device)
+        self.model = load_model(args.model, self.dtype, device)
         config = self.model.config
         size = args.size or config.vision_config.image_size
         self.processor = HourLlavaVideoProcessor(
