@@ -325,3 +325,31 @@ def test_per_source_roots_and_edited_annotations_rebuild(tmp_path, synthetic):
     assert rows() == [row["id"] for row in synthetic.rows[:10]]
     annotations.write_text("".join(json.dumps(row) + "\n" for row in synthetic.rows[:12]))
     assert rows() == [row["id"] for row in synthetic.rows[:12]]
+
+
+def test_hub_rows_from_parquet_with_other_column_names(tmp_path, synthetic):
+    """The Hub's Parquet rows, with alias column names (`video_path`, `source`, `task_type`, `qa_type`,
+    `candidates`) and lower-case task names, give the same rows as the JSONL."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    renamed = [
+        {
+            "question_id": row["id"],
+            "video_path": row["video"],
+            "source": row["data_source"],
+            "duration": row["duration"],
+            "task_type": row["task"].lower().replace(" ", "_"),
+            "qa_type": "MC" if row["options"] else "OE",
+            "question": row["question"],
+            "candidates": row["options"],
+            "answer": row["answer"],
+        }
+        for row in synthetic.rows
+    ]
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist(renamed), path)
+    _, from_parquet = build(tmp_path / "parquet", "qa", str(path), synthetic.video_root)
+    _, from_jsonl = build(tmp_path / "jsonl", "qa", synthetic.hub_rows, synthetic.video_root)
+    for split in from_jsonl:
+        assert from_parquet[split].to_list() == from_jsonl[split].to_list()
