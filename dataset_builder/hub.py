@@ -2,6 +2,7 @@
 
     folder = write_parquet_folder({"grouped": grouped, "qa": qa}, "out/videomarathon", card=videomarathon_card(...))
     push_folder(folder, "me/videomarathon")            # Parquet + README, nothing of ours needed to read it
+    push_to_hub({"grouped": grouped, "qa": qa}, "me/videomarathon", card=...)   # the same, through a temporary folder
     load_dataset("me/videomarathon", "qa")             # or load_dataset("out/videomarathon", "qa", streaming=True)
 
 Videos are referenced by path, never embedded: VideoMarathon's videos are up to an hour long and are not ours to
@@ -101,6 +102,23 @@ def push_folder(
         folder_path=os.fspath(folder), repo_id=repo_id, repo_type="dataset", commit_message=commit_message
     )
     return info.oid
+
+
+def push_to_hub(
+    configs: dict[str, datasets.DatasetDict],
+    repo_id: str,
+    card: str = "",
+    default_config: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+) -> str:
+    """`write_parquet_folder` into a temporary folder, then `push_folder`: built datasets to a Hub dataset repo in
+    one commit (Parquet per config and split, the card as README.md). Returns the commit id."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hub-push-") as folder:
+        write_parquet_folder(configs, folder, card=card, default_config=default_config)
+        return push_folder(folder, repo_id, private=private, token=token)
 
 
 def write_videofolder(

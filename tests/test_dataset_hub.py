@@ -59,11 +59,14 @@ READ = textwrap.dedent(
 PUSH = textwrap.dedent(
     """
     import json, sys
+    from datasets import load_dataset
     from huggingface_hub import HfApi
-    from dataset_builder.hub import push_folder
+    from dataset_builder.hub import push_to_hub
 
-    push_folder(sys.argv[1], sys.argv[2])
-    print(json.dumps(sorted(HfApi().list_repo_files(sys.argv[2], repo_type="dataset"))))
+    folder, repo = sys.argv[1], sys.argv[2]
+    configs = {config: load_dataset(folder, config) for config in ("qa", "grouped")}
+    push_to_hub(configs, repo, card=open(folder + "/README.md").read(), default_config="grouped")
+    print(json.dumps(sorted(HfApi().list_repo_files(repo, repo_type="dataset"))))
     """
 )
 
