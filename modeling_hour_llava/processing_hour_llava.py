@@ -105,6 +105,18 @@ def pad_to_square(image: Image.Image, background: tuple[int, int, int] = PAD_BAC
     return canvas
 
 
+def as_pil_image(image) -> Image.Image:
+    """A PIL image, an (H, W, C) array, or a (C, H, W) tensor (what chat templates load from paths) -> RGB PIL."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return Image.fromarray(array.astype(np.uint8)).convert("RGB")
+
+
 class HourLlavaProcessor(ProcessorMixin):
     r"""Tokenizer + image processor + video processor + chat template of Hour-LLaVA.
 
@@ -206,8 +218,7 @@ class HourLlavaProcessor(ProcessorMixin):
         tile = self.image_processor.size["height"]
         tiles, counts, sizes, tokens = [], [], [], []
         for image, layout in zip(images, layouts, strict=True):
-            image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-            image = image.convert("RGB")
+            image = as_pil_image(image)
             if layout == "anyres":
                 pieces = anyres_tiles(image, geometry.image_grid_pinpoints, tile)
                 count = anyres_token_count(

@@ -314,9 +314,12 @@ def _decode_into(
     if len(ranges) == 1:
         return _fill(_iter_pyav(info, targets, size, workers, seek=resume), frames, times)
 
+    inference = torch.is_inference_mode_enabled()  # thread-local: workers writing into the caller's tensor need it
+
     def run(bounds: tuple[int, int]) -> int:
         a, b = bounds
-        return _fill(_iter_pyav(info, targets[a:b], size, 1, seek=resume or a > 0), frames[a:b], times[a:b])
+        with torch.inference_mode(inference):
+            return _fill(_iter_pyav(info, targets[a:b], size, 1, seek=resume or a > 0), frames[a:b], times[a:b])
 
     with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="hour-llava-decode") as pool:
         filled = list(pool.map(run, ranges))

@@ -1,0 +1,74 @@
+"""A tiny random Hour-LLaVA checkpoint folder (model, processor, remote code): the start of smoke runs and tests."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+TINY_FRAME_SIZE = 140  # 10 x 10 patches of 14 px, pooled to the paper's 8 x 8 memory grid
+
+
+def write_tiny_checkpoint(
+    path: str | os.PathLike, seed: int = 0, video_min_frames: int = 128, **config_overrides
+) -> str:
+    """Write a tiny random model with the paper's token geometry and its processor to `path`; returns the path.
+
+    video_min_frames: the fewest frames a video gives (the reference's 128; fewer keeps CPU tests fast): the video
+    processor's `min_frames` and the model's `memory_min_frames`.
+    """
+    from transformers import SiglipImageProcessor
+
+    from dataset_builder.tiny_tokenizer import build_tokenizer
+    from modeling_hour_llava import (
+        HourLlavaConfig,
+        HourLlavaForConditionalGeneration,
+        HourLlavaProcessor,
+        HourLlavaVideoProcessor,
+    )
+
+    tokenizer = build_tokenizer()
+    vision = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": TINY_FRAME_SIZE,
+        "patch_size": 14,
+        "vision_use_head": False,
+    }
+    text = {
+        "model_type": "qwen2",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": False,
+    }
+    vision.update(config_overrides.pop("vision", {}))
+    text.update(config_overrides.pop("text", {}))
+    config = HourLlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        memaug_num_layers=config_overrides.pop("memaug_num_layers", 2),
+        memory_min_frames=video_min_frames,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        **config_overrides,
+    )
+    torch.manual_seed(seed)
+    model = HourLlavaForConditionalGeneration(config)
+    size = {"height": TINY_FRAME_SIZE, "width": TINY_FRAME_SIZE}
+    processor = HourLlavaProcessor(
+        image_processor=SiglipImageProcessor(size=size),
+        tokenizer=tokenizer,
+        video_processor=HourLlavaVideoProcessor(size=size, min_frames=video_min_frames),
+        token_geometry=HourLlavaProcessor.geometry_from_config(config),
+    )
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return os.fspath(path)
