@@ -194,7 +194,8 @@ class LlavaJson(datasets.GeneratorBasedBuilder):
         report, rows = ExclusionReport(name=f"llava_json/{self.config.name}"), []
         for path, strategy in entries:
             items = list(enumerate(read_annotation_items(path)))
-            for index, item in sample_items(items, strategy, f"{self.config.sampling_seed}\0{path}"):
+            seed = f"{self.config.sampling_seed}\0{os.path.basename(path)}"  # not the folder: moving data keeps it
+            for index, item in sample_items(items, strategy, seed):
                 row_id = str(item.get("id", f"{os.path.basename(path)}#{index}"))
                 row = self.convert(item, row_id, report)
                 if row is not None:
