@@ -10,9 +10,9 @@ written first (timed, but not the subject). Then, each in a fresh cache:
   VideoMarathon's 3.3M pairs over 28K videos) and for `grouped` from the LLaVA json, with
   `check_videos="exists"` and, for `qa`, also `"probe"` (every video opened); rows per second = output rows /
   wall seconds.
-* feature extraction: `dataset_builder.extract_features` in this process (one process, all cores) with a tiny
-  SigLIP tower (2 layers, width 32, 140 px, the tests' configuration): videos per second and seconds of video per
-  second, decoding at 1 fps with the reference's 128-frame minimum included.
+* feature extraction: `dataset_builder.extract_features` in this process (one process, all cores) with the
+  tiny checkpoint of `hour_llava_training.tiny` (SigLIP: 2 layers, width 32, 140 px): videos per second and
+  seconds of video per second, decoding at 1 fps with the reference's 128-frame minimum included.
 
 Results: a markdown table on stdout and a JSON file (`benchmarks/results/dataset_building.json` by default, written
 atomically) with the rows, the machine and the settings.
@@ -39,25 +39,13 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "dataset_building.json"
 FULL = {"videos": 100, "duration": 60, "qa_copies": 3}
 QUICK = {"videos": 4, "duration": 20, "qa_copies": 1}
-VISION_CONFIG = dict(
-    model_type="siglip_vision_model",
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    image_size=140,
-    patch_size=14,
-    vision_use_head=False,
-)
-TEXT_CONFIG = dict(
-    model_type="qwen2",
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    vocab_size=320,
-    max_position_embeddings=4096,
+VISION_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "image_size",
+    "patch_size",
 )
 
 
@@ -81,25 +69,23 @@ def build_rows(data, cache: str, config: str, annotations: str, check: str) -> d
     return dict(step=f"build {config} ({source}, check={check})", rows=rows, seconds=seconds, rows_per_s=rows / seconds)
 
 
-def extract_rows(data, work: Path, threads: int) -> dict:
-    """Run the feature extractor in this process on every synthetic video."""
-    import torch
-
+def extract_rows(data, work: Path, threads: int) -> tuple[dict, dict]:
+    """Run the feature extractor in this process on every synthetic video, with the tiny checkpoint of the tests."""
     from dataset_builder.extract_features import extract, parse_args
-    from modeling_hour_llava import HourLlavaConfig, HourLlavaForConditionalGeneration
+    from hour_llava_training.tiny import write_tiny_checkpoint
 
-    torch.manual_seed(0)
-    config = HourLlavaConfig(vision_config=VISION_CONFIG, text_config=TEXT_CONFIG, memaug_num_layers=2)
-    HourLlavaForConditionalGeneration(config).save_pretrained(work / "model")
-    args = ["--model", str(work / "model"), "--video-root", data.video_root, "--output-dir", str(work / "features")]
+    model = write_tiny_checkpoint(work / "model", seed=0)
+    args = ["--model", model, "--video-root", data.video_root, "--output-dir", str(work / "features")]
     report = extract(parse_args([*args, "--threads", str(threads), "--cpu"]))
-    return dict(
+    row = dict(
         step="extract features (tiny tower, 1 process)",
         videos=report["counts"].get("computed", 0),
         seconds=report["wall_seconds"],
         videos_per_s=report["videos_per_second"],
         video_seconds_per_s=report["video_seconds_per_second"],
     )
+    vision_config = json.loads(Path(model, "config.json").read_text())["vision_config"]
+    return row, {key: vision_config[key] for key in VISION_FIELDS}
 
 
 def format_table(rows: list[dict]) -> str:
@@ -181,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
         ):
             rows.append(build_rows(data, str(work / f"cache{index}"), config, annotations, check))
-        rows.append(extract_rows(data, work, args.threads))
+        row, vision_config = extract_rows(data, work, args.threads)
+        rows.append(row)
     result = dict(
         benchmark="dataset_building",
         description=__doc__.split("\n\n")[0],
@@ -203,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             qa_copies=args.qa_copies,
             qa_rows_per_video=len(data.rows) // args.videos,
         ),
-        vision_config=VISION_CONFIG,
+        vision_config=vision_config,
         rows=rows,
     )
     write_json_atomically(args.output, result)

@@ -68,9 +68,9 @@ def modality_of(messages: list[dict]) -> str:
 def clean_messages(messages: list[dict], open_images: bool = False) -> list[dict]:
     """Arrow rows -> chat-template messages: drop the None `text`/`path` keys of every block.
 
-    open_images: replace image paths by PIL images (`{"type": "image", "image": <RGB image>}`). transformers
-    loads an image `path` into a (3, H, W) tensor, which `HourLlavaProcessor`'s padding reads as (H, W, C) and
-    refuses, so a collator should open images here; videos stay paths (the video processor decodes them).
+    open_images: replace image paths by opened RGB PIL images (`{"type": "image", "image": ...}`), decoded here
+    with PIL rather than by transformers' path loader (torchvision, deprecated there); videos stay paths, which
+    the video processor decodes at 1 fps.
     """
     return [
         {"role": message["role"], "content": [_clean_block(block, open_images) for block in message["content"]]}
