@@ -2,11 +2,15 @@
 
 `probe_video` reads the container's metadata (demuxing, never decoding, when the stream hides its length);
 `sample_frame_indices` is the reference's sampling rule; `decode_frames` decodes only what the sampled frames need
-and resizes each one while decoding, into one preallocated uint8 tensor (an hour at 384 px is 1.6 GB).
+and resizes each one while decoding, into one preallocated uint8 tensor (an hour at 384 px is 1.6 GB);
+`open_frame_stream` plans the same frames and decodes them chunk by chunk (a `FrameStream`), so an hour reaches the
+vision tower with one chunk in memory.
 
 Backends: torchcodec when FFmpeg's shared libraries are present, PyAV (which ships its own FFmpeg) otherwise;
-`backend="pyav" | "torchcodec" | "auto"` overrides. The PyAV path uses every core (frame threads), skips decoding
-non-reference frames that lie between two samples, and converts only the sampled frames.
+`backend="pyav" | "torchcodec" | "auto"` overrides. The PyAV path uses every core: the sampled frames are cut into
+one time range per core, each decoded by its own decoder that seeks to the keyframe before its range (PyAV releases
+the GIL while decoding); between samples it skips non-reference frames, and it converts only the sampled frames.
+Ranges give the bytes of one sequential decode (`tests/test_video_loading.py`).
 
 Every failure is a `VideoDecodeError` naming the file and the reason.
 """
