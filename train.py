@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,9 +37,10 @@ from trl import SFTConfig
 from dataset_builder.chat import CHAT_FEATURES, modality_of
 from dataset_builder.mixtures import build_mixture
 from hour_llava_training import STAGES, HourLlavaCollator, HourLlavaSFTTrainer, apply_stage, write_tiny_checkpoint
-from hour_llava_training.stages import LR_MODES, MODULE_GROUPS
+from hour_llava_training.stages import LR_MODES, MODULE_GROUPS, module_group
 
 logger = logging.getLogger("train")
+MERGED_DIR = "merged"
 
 
 @dataclass
@@ -54,7 +56,13 @@ class HourLlavaArguments:
     dataset_split: str = field(default="train")
     streaming: bool = field(default=False, metadata={"help": "stream the datasets (for data larger than the disk)"})
     media_root: str | None = field(default=None, metadata={"help": "folder that relative media paths are under"})
-    feature_dir: str | None = field(default=None, metadata={"help": "cached memory repositories (dataset_builder)"})
+    feature_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "cached memory repositories: dataset_builder.extract_features' --output-dir for the videos "
+            "under --media_root (<dir>/<video path without suffix>.safetensors); videos without one are decoded"
+        },
+    )
     max_train_samples: int | None = field(default=None)
     use_peft: bool = field(default=False, metadata={"help": "LoRA on the decoder; MemAug and projector fully trained"})
     lora_r: int = field(default=16)
@@ -63,7 +71,9 @@ class HourLlavaArguments:
     lora_target_modules: str = field(
         default=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
     )
-    merge_lora: bool = field(default=False, metadata={"help": "also write the merged model to OUTPUT_DIR/merged"})
+    merge_lora: bool = field(
+        default=False, metadata={"help": f"also write the LoRA-merged model to OUTPUT_DIR/{MERGED_DIR}"}
+    )
     tiny_min_frames: int = field(default=128, metadata={"help": "with --tiny: the fewest frames a video gives"})
 
 
@@ -110,7 +120,11 @@ def stage_defaults(stage_name: str) -> dict:
         "gradient_checkpointing": torch.cuda.is_available(),
         "logging_steps": 1,
         "report_to": "none",
-        "include_num_input_tokens_seen": True,
+        # DDP must look for unused parameters when a trained module can sit out a step: the vision tower (stage 2)
+        # does for text-only batches and cached features. Projector, newline and MemAug never do (the model keeps
+        # them in the graph), and the tower's post_layernorm is frozen (`NEVER_TRAINED`), so the other stages skip
+        # the search.
+        "ddp_find_unused_parameters": "vision_tower" in stage.trainable,
     }
 
 
@@ -127,6 +141,9 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[HourLlavaArguments, 
     config.remove_unused_columns = False
     config.dataset_kwargs = {"skip_prepare_dataset": True}
     config.max_length = None
+    if not any(arg.startswith(("--include_num_input_tokens_seen", "--include-num-input-tokens-seen")) for arg in argv):
+        # Real tokens, the same count however the batch is split (the parser only takes booleans for this flag).
+        config.include_num_input_tokens_seen = "non_padding"
     if config.gradient_checkpointing and not config.gradient_checkpointing_kwargs:
         config.gradient_checkpointing_kwargs = {"use_reentrant": False}
     if not script_args.dataset:
@@ -201,13 +218,52 @@ def peft_config(script_args: HourLlavaArguments):
     )
 
 
+def trainable_counts(model) -> dict[str, int]:
+    """Trainable parameters per module group (LoRA adapters count in the group of the module they adapt)."""
+    counts = dict.fromkeys(MODULE_GROUPS, 0)
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            counts[module_group(name)] += parameter.numel()
+    return counts
+
+
+def save_merged(trainer, processor, folder: str) -> None:
+    """LoRA merged into the base: a complete remote-code checkpoint (weights, config, code, processor) in `folder`.
+
+    Runs last: `merge_and_unload` folds the adapters into the model in place. Not for ZeRO-3 (sharded weights):
+    merge the saved adapter afterwards with `PeftModel.from_pretrained(base, adapter).merge_and_unload()`."""
+    if not trainer.is_world_process_zero():
+        return
+    merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+    merged.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    logger.info("merged LoRA model written to %s", folder)
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """This process's peak resident memory and, on CUDA, peak allocated GPU memory, in MiB."""
+    peaks = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # KiB on Linux
+    if torch.cuda.is_available():
+        peaks["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peaks
+
+
 def write_summary(trainer, started: float, trainable: dict[str, int], output_dir: str) -> dict:
+    """`training_summary.json` (atomic, main process): steps, tokens (non-padding, all processes), time, speed,
+    peak memory (this process), trainable parameters, skipped samples and cache hits (this process's collator), and
+    the loss curve. The training speed covers this run's steps (a resumed run's tokens include the earlier ones)."""
     state = trainer.state
+    train_log = next((log for log in reversed(state.log_history) if "train_runtime" in log), {})
+    train_seconds = train_log.get("train_runtime")
     summary = {
         "steps": state.global_step,
         "epochs": state.epoch,
         "tokens_seen": state.num_input_tokens_seen,
         "seconds": round(time.time() - started, 1),
+        "train_seconds": train_seconds,
+        "train_samples_per_second": train_log.get("train_samples_per_second"),
+        "train_tokens_per_second": state.num_input_tokens_seen / train_seconds if train_seconds else None,
+        **peak_memory_mb(),
         "trainable_parameters": trainable,
         "skipped_samples": dict(getattr(trainer.data_collator, "skipped", {})),
         "cached_features_used": getattr(trainer.data_collator, "feature_hits", 0),
@@ -255,18 +311,17 @@ def main(argv: list[str] | None = None) -> dict:
         stage=stage,
         lr_mode=script_args.lr_mode,
     )
+    trainable = trainable_counts(trainer.model)  # after PEFT wrapped the model (LoRA adapters, frozen base)
     trainer.train(resume_from_checkpoint=resolve_resume(config.resume_from_checkpoint, config.output_dir))
 
-    # Save a complete checkpoint (weights, config, remote code, processor), optionally merged and pushed.
+    # Save a complete checkpoint (weights or adapter, config, remote code, processor), pushed if asked; then merged.
     trainer.save_model(config.output_dir)
-    if script_args.use_peft and script_args.merge_lora and trainer.is_world_process_zero():
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(os.path.join(config.output_dir, "merged"))
-        processor.save_pretrained(os.path.join(config.output_dir, "merged"))
     summary = write_summary(trainer, started, trainable, config.output_dir)
     logger.info("done: %s", json.dumps(summary))
     if config.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset)
+    if script_args.use_peft and script_args.merge_lora:
+        save_merged(trainer, processor, os.path.join(config.output_dir, MERGED_DIR))
     return summary
 
 

@@ -102,17 +102,48 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def add_synthetic_arguments(parser: argparse.ArgumentParser, default_output: Path) -> None:
+    """The synthetic videos' frame rate and size, torch threads and the JSON file (shared by the benchmarks)."""
+    parser.add_argument("--fps", type=float, default=4.0, help="frame rate of the synthetic videos")
+    parser.add_argument("--width", type=int, default=96)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
+    parser.add_argument("--output", type=Path, default=default_output, help="JSON file to write")
+
+
+def synthetic_spec(args: argparse.Namespace):
+    """`--videos` synthetic videos of `--duration` seconds at the arguments' frame rate and size."""
+    from dataset_builder.synthetic_videomarathon import SyntheticSpec
+
+    return SyntheticSpec(
+        num_videos=args.videos,
+        min_duration=args.duration,
+        max_duration=args.duration,
+        fps=args.fps,
+        width=args.width,
+        height=args.height,
+    )
+
+
+def machine_info(load_before: tuple[float, float, float], **extra) -> dict:
+    """Platform, Python, usable cores and the load average before and now (other jobs skew every rate)."""
+    return dict(
+        platform=platform.platform(),
+        python=platform.python_version(),
+        cpu_count=len(os.sched_getaffinity(0)),
+        **extra,
+        load_average_before=load_before,
+        load_average_after=os.getloadavg(),
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 videos of 20 s (a smoke test)")
     parser.add_argument("--videos", type=int, default=None, help="number of synthetic videos")
     parser.add_argument("--duration", type=int, default=None, help="seconds per video")
     parser.add_argument("--qa-copies", type=int, default=None, help="copies of each QA row (3; 1 with --quick)")
-    parser.add_argument("--fps", type=float, default=4.0, help="frame rate of the synthetic videos")
-    parser.add_argument("--width", type=int, default=96)
-    parser.add_argument("--height", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON file to write")
+    add_synthetic_arguments(parser, DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     args.videos = args.videos or preset["videos"]
@@ -134,16 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import modeling_hour_llava  # noqa: F401 - imported before any timing (transformers takes seconds)
     from dataset_builder.media import write_json_atomically
-    from dataset_builder.synthetic_videomarathon import SyntheticSpec, write_synthetic_videomarathon
+    from dataset_builder.synthetic_videomarathon import write_synthetic_videomarathon
 
-    spec = SyntheticSpec(
-        num_videos=args.videos,
-        min_duration=args.duration,
-        max_duration=args.duration,
-        fps=args.fps,
-        width=args.width,
-        height=args.height,
-    )
+    spec = synthetic_spec(args)
     load_before = os.getloadavg()  # other processes on the machine skew every rate; recorded with the results
     with tempfile.TemporaryDirectory(prefix="dataset_building_") as tmp:
         work = Path(tmp)
@@ -172,13 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     result = dict(
         benchmark="dataset_building",
         description=__doc__.split("\n\n")[0],
-        machine=dict(
-            platform=platform.platform(),
-            python=platform.python_version(),
-            cpu_count=len(os.sched_getaffinity(0)),
-            load_average_before=load_before,
-            load_average_after=os.getloadavg(),
-        ),
+        machine=machine_info(load_before),
         settings=dict(
             quick=args.quick,
             videos=args.videos,

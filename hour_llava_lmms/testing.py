@@ -13,75 +13,33 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from transformers import SiglipImageProcessor
 
 from dataset_builder.synthetic_video import write_video
-from dataset_builder.tiny_tokenizer import build_tokenizer
-from modeling_hour_llava import (
-    HourLlavaConfig,
-    HourLlavaForConditionalGeneration,
-    HourLlavaProcessor,
-    HourLlavaVideoProcessor,
-)
 
 from .benchmarks import BENCHMARKS
 
-TINY_SIZE = 140  # the tiny tower's input: a 10 x 10 patch grid pooled to the paper's 8 x 8 memory grid
 LETTERS = "ABCD"
 
 
 def save_tiny_checkpoint(folder: str, seed: int = 0, letters_only: bool = True) -> str:
-    """A random tiny Hour-LLaVA (paper geometry, tiny widths) with its processor, saved with remote code.
+    """A random tiny Hour-LLaVA (`hour_llava_training.tiny`: paper geometry, tiny widths, 128-frame minimum) with
+    its processor, saved with remote code.
 
     letters_only: zero every output row but those of "A".."D", so the random model writes option letters (which
     one still depends on the video and the question) instead of byte soup, and benchmark scores are not all zero.
     """
-    tokenizer = build_tokenizer()
-    config = HourLlavaConfig(
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": TINY_SIZE,
-            "patch_size": 14,
-            "vision_use_head": False,
-        },
-        text_config={
-            "model_type": "qwen2",
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "vocab_size": len(tokenizer),
-            "max_position_embeddings": 8192,
-            "tie_word_embeddings": False,
-        },
-        memaug_num_layers=2,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-    )
-    torch.manual_seed(seed)
-    model = HourLlavaForConditionalGeneration(config).eval()
-    if letters_only:
-        keep = torch.tensor(tokenizer.convert_tokens_to_ids(list(LETTERS)))
-        with torch.no_grad():
-            head = model.get_output_embeddings().weight
-            rows = head[keep].clone()
-            head.zero_()
-            head[keep] = rows
-    size = {"height": TINY_SIZE, "width": TINY_SIZE}
-    processor = HourLlavaProcessor(
-        image_processor=SiglipImageProcessor(size=size),
-        tokenizer=tokenizer,
-        video_processor=HourLlavaVideoProcessor(size=size),
-        token_geometry=HourLlavaProcessor.geometry_from_config(config),
-    )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    from hour_llava_training.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(folder, seed=seed, customize=_keep_letter_rows if letters_only else None)
+
+
+def _keep_letter_rows(model, tokenizer) -> None:
+    """Zero the output embedding rows of every token but the option letters."""
+    keep = torch.tensor(tokenizer.convert_tokens_to_ids(list(LETTERS)))
+    head = model.get_output_embeddings().weight
+    rows = head[keep].clone()
+    head.zero_()
+    head[keep] = rows
 
 
 def _video(path: str, seconds: float, fps: float = 4.0) -> str:

@@ -1,9 +1,12 @@
 """Chat rows -> model inputs with assistant-only labels, robust to broken videos.
 
 Rows follow `dataset_builder.chat` (`{"messages": [{"role", "content": [{"type", "text" | "path"}]}]}`). Relative
-media paths resolve against `media_root`; a video with a cached memory-repository file in `feature_dir`
-(`<video path>.safetensors`) is read from there instead of being decoded. Labels are the input ids where the
-processor's `{% generation %}` marks say "assistant", -100 elsewhere (padding included).
+media paths resolve against `media_root`; a video with a cached memory-repository file in `feature_dir` is read from
+there instead of being decoded. The cache follows `dataset_builder.extract_features` (run over `media_root`):
+`synthetic/video_0000.mp4` -> `<feature_dir>/synthetic/video_0000.safetensors`, the same file
+`dataset_builder.mixtures.videomarathon_chat(feature_root=...)` points rows at (those count as cached too).
+Labels are the input ids where the processor's `{% generation %}` marks say "assistant", -100 elsewhere (padding
+included).
 
 A sample whose video cannot be decoded is dropped from its batch and counted (`skipped`, by reason); a batch with
 nothing left is replaced by the last good sample with every label ignored, so the step still runs (the same number
@@ -20,11 +23,11 @@ from collections import Counter
 import torch
 
 from dataset_builder.chat import clean_messages
+from dataset_builder.extract_features import FEATURE_SUFFIX, feature_name
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 MEDIA_TYPES = ("video", "image")
-FEATURE_SUFFIX = ".safetensors"
 
 
 class HourLlavaCollator:
@@ -53,8 +56,10 @@ class HourLlavaCollator:
         """One media block with its path made absolute, or pointed at a cached feature file."""
         path = block["path"]
         relative = not os.path.isabs(path)
-        if block["type"] == "video" and self.feature_dir and relative:
-            cached = os.path.join(self.feature_dir, path + FEATURE_SUFFIX)
+        if block["type"] == "video" and path.endswith(FEATURE_SUFFIX):
+            self.feature_hits += 1  # rows built on the cache already (videomarathon_chat with feature_root)
+        elif block["type"] == "video" and self.feature_dir and relative:
+            cached = os.path.join(self.feature_dir, feature_name(path))
             if os.path.isfile(cached):
                 self.feature_hits += 1
                 return {**block, "path": cached}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -10,12 +11,18 @@ TINY_FRAME_SIZE = 140  # 10 x 10 patches of 14 px, pooled to the paper's 8 x 8 m
 
 
 def write_tiny_checkpoint(
-    path: str | os.PathLike, seed: int = 0, video_min_frames: int = 128, **config_overrides
+    path: str | os.PathLike,
+    seed: int = 0,
+    video_min_frames: int = 128,
+    customize: Callable[[torch.nn.Module, object], None] | None = None,
+    **config_overrides,
 ) -> str:
     """Write a tiny random model with the paper's token geometry and its processor to `path`; returns the path.
 
     video_min_frames: the fewest frames a video gives (the reference's 128; fewer keeps CPU tests fast): the video
-    processor's `min_frames` and the model's `memory_min_frames`.
+    processor's `min_frames` and the model's `memory_min_frames`. customize: called as `customize(model, tokenizer)`
+    on the random model before it is saved (to edit weights). config_overrides: `HourLlavaConfig` fields (`vision`
+    and `text` update the sub-configs).
     """
     from transformers import SiglipImageProcessor
 
@@ -62,6 +69,9 @@ def write_tiny_checkpoint(
     )
     torch.manual_seed(seed)
     model = HourLlavaForConditionalGeneration(config)
+    if customize is not None:
+        with torch.no_grad():
+            customize(model, tokenizer)
     size = {"height": TINY_FRAME_SIZE, "width": TINY_FRAME_SIZE}
     processor = HourLlavaProcessor(
         image_processor=SiglipImageProcessor(size=size),

@@ -31,7 +31,19 @@ class HourLlavaSFTTrainer(SFTTrainer):
         skipped = sum(getattr(collator, "skipped", {}).values())
         if skipped:
             logs["skipped_samples"] = float(skipped)
-        for group in self.optimizer.param_groups if self.optimizer is not None else []:
-            if group.get("group_name"):
-                logs[f"lr/{group['group_name']}"] = group["lr"]
+        logs.update(self.group_learning_rates(logs.get("learning_rate")))
         super().log(logs, *args, **kwargs)
+
+    def group_learning_rates(self, logged_rate: float | None) -> dict[str, float]:
+        """`lr/<group>` of the step just logged. The Trainer logs the first group's rate from before the scheduler
+        stepped; every group follows the same schedule factor, so each is that rate times its initial-rate ratio
+        (the groups' current `lr` would be the next step's)."""
+        groups = self.optimizer.param_groups if self.optimizer is not None else []
+        first = groups[0].get("initial_lr") if groups else None
+        rates = {}
+        for group in groups:
+            if not group.get("group_name"):
+                continue
+            scaled = logged_rate is not None and first and "initial_lr" in group
+            rates[f"lr/{group['group_name']}"] = logged_rate * group["initial_lr"] / first if scaled else group["lr"]
+        return rates

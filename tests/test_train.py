@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from safetensors.torch import load_file
 from dataset_builder.chat import media_block, text_block, turn
 from dataset_builder.synthetic_videomarathon import SyntheticSpec, write_synthetic_videomarathon
 from dataset_builder.videomarathon import VideoMarathon
-from hour_llava_training import STAGES, module_group
+from hour_llava_training import STAGES, module_group, write_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -145,3 +146,96 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data, tmp_path):
     for name, tensor in final_straight.items():
         torch.testing.assert_close(final_resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
     assert losses(str(straight))[-1] == pytest.approx(losses(str(killed))[-1], abs=1e-5)
+
+
+def lora_delta(adapter: dict[str, torch.Tensor], module: str, scale: float) -> torch.Tensor:
+    """What a LoRA adapter adds to `module`'s weight: (B @ A) * alpha / r."""
+    prefix = f"base_model.model.{module}"
+    return (adapter[f"{prefix}.lora_B.weight"] @ adapter[f"{prefix}.lora_A.weight"]) * scale
+
+
+def test_a_lora_run_saves_an_adapter_that_merges_into_the_remote_code_checkpoint(data, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from hour_llava_training import HourLlavaCollator
+
+    output = tmp_path / "lora"
+    train.main(
+        [
+            "--stage", "stage3", "--tiny", "--dataset", data["videos"], "--media_root", data["video_root"],
+            "--output_dir", str(output), "--max_steps", "2", "--max_train_samples", "2", "--lr_mode", "released",
+            "--learning_rate", "1e-2", "--warmup_steps", "0", "--save_strategy", "no", "--use_peft", "--merge_lora",
+            "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0", *FAST,
+        ]
+    )  # fmt: skip
+    assert (output / "adapter_config.json").is_file() and (output / "adapter_model.safetensors").is_file()
+    base_dir, merged_dir = str(output / "tiny-init"), str(output / "merged")
+
+    # The adapter loads on the base with PEFT and merges to the same model as the saved merged checkpoint.
+    base = AutoModelForImageTextToText.from_pretrained(base_dir, trust_remote_code=True)
+    from_adapter = PeftModel.from_pretrained(base, str(output)).merge_and_unload().eval()
+    merged = AutoModelForImageTextToText.from_pretrained(merged_dir, trust_remote_code=True).eval()
+    assert type(merged).__name__ == "HourLlavaForConditionalGeneration"
+    processor = AutoProcessor.from_pretrained(merged_dir, trust_remote_code=True)
+    row = datasets.load_dataset(data["videos"], split="train")[0]
+    batch = HourLlavaCollator(processor, media_root=data["video_root"])([row])
+    batch.pop("labels")
+    with torch.no_grad():
+        expected, got = from_adapter(**batch).logits, merged(**batch).logits
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+    # MemAug and the projector were trained in full; the decoder's projections moved by exactly B @ A * alpha / r;
+    # everything else (tower, norms, embeddings, head, newline) is the base's.
+    before, after = weights(base_dir), weights(merged_dir)
+    adapter = load_file(output / "adapter_model.safetensors")
+    lora_modules = {name.removesuffix(".lora_A.weight") for name in adapter if name.endswith(".lora_A.weight")}
+    lora_modules = {name.removeprefix("base_model.model.") for name in lora_modules}
+    assert len(lora_modules) == 2 * 7  # 2 decoder layers x (q, k, v, o, gate, up, down)
+    for name, tensor in before.items():
+        module = name.removesuffix(".weight")
+        if module_group(name) in ("memaug", "projector"):
+            assert not torch.equal(tensor, after[name]), name
+        elif module in lora_modules:
+            assert not torch.equal(tensor, after[name]), name
+            torch.testing.assert_close(after[name], tensor + lora_delta(adapter, module, 8 / 4), msg=name)
+        else:
+            assert torch.equal(tensor, after[name]), name
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_give_the_loss_curve_of_one_with_the_same_global_batch(data, tmp_path):
+    """Stage 2 (the vision tower trains too) under DDP on CPU (gloo), batch 1 x 2 processes, against batch 2 x 1.
+
+    Uniform spatial forgetting: the random mode draws from each process's own global generator, which no split of
+    the batch can reproduce. `--ddp_find_unused_parameters false` makes DDP fail if any trained parameter sits out
+    a step (the tower's post_layernorm would, were it not frozen). accelerate's `--cpu` launcher needs MPI for
+    several processes; `--multi_gpu` with the Trainer's `--use_cpu` starts them with torch's launcher instead.
+    """
+    model = write_tiny_checkpoint(tmp_path / "uniform", video_min_frames=8, spatial_forgetting_mode="uniform")
+    common = [
+        "--stage", "stage2", "--model_name_or_path", model, "--dataset", data["videos"],
+        "--media_root", data["video_root"], "--max_steps", "3", "--max_train_samples", "6", "--lr_mode", "released",
+        "--learning_rate", "1e-3", "--warmup_steps", "0", "--lr_scheduler_type", "constant", "--save_strategy", "no",
+        "--seed", "0", "--logging_steps", "1", "--ddp_find_unused_parameters", "false", "--use_cpu",
+    ]  # fmt: skip
+    one = train.main([*common, "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "one")])
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process",
+        "1", "--main_process_port", str(free_port()), str(REPO / "train.py"),
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    args = [*common, "--per_device_train_batch_size", "1", "--output_dir", str(tmp_path / "two")]
+    done = subprocess.run([*launch, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert done.stderr.count("train: done") == 2 or done.stdout.count("train: done") == 2  # really two processes
+    two = json.loads((tmp_path / "two" / "training_summary.json").read_text())
+    assert len(one["losses"]) == 3
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-4)
+    assert two["tokens_seen"] == one["tokens_seen"]  # non-padding tokens, summed over the processes
