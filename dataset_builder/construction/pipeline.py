@@ -1,0 +1,236 @@
+"""Run the construction stages over many videos: resumable per video, parallel across videos, with a progress bar,
+a cost report, and output rows in the VideoMarathon Hub-row schema.
+
+    from dataset_builder.construction import PipelineConfig, TextCaptioner, run_pipeline
+    report = run_pipeline(jobs, llm=backend, captioner=TextCaptioner(backend), config=PipelineConfig("out"))
+    VideoMarathon(config_name="qa", annotations=report["rows_path"], video_root=...)   # builds them directly
+
+Layout under `out_dir`: `state/<source>/<video>.json` (one per video, rewritten atomically after every stage:
+the stages done so far, the log of retries and skips, the cost, `done`, and the last `error`),
+`videomarathon_qa.jsonl` (rows of the finished videos) and `report.json` (totals and per-video costs). A rerun
+skips finished videos and resumes the others at their first missing stage; together with the backends' disk
+cache, nothing already answered is asked again. A backend failure (`BackendError`) stops that video only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+
+from ..media import write_json_atomically
+from ..videomarathon import QUESTION_TYPES, TASK_TOPIC, TOPICS
+from .backends import Backend, BackendError, Cost
+from .prompts import Prompts
+from .stages import (
+    QUESTION_TYPE_CODES,
+    StageContext,
+    StageLog,
+    StageSettings,
+    TextCaptioner,
+    VideoJob,
+    caption_events,
+    caption_video,
+    generate_qa,
+    make_clips,
+    qa_groups,
+    split_events,
+)
+
+ROWS_FILE = "videomarathon_qa.jsonl"
+REPORT_FILE = "report.json"
+
+
+@dataclass
+class PipelineConfig:
+    """out_dir; clip length; the topics and question types to generate; videos processed at once; the
+    generation settings; progress bar on/off."""
+
+    out_dir: str
+    clip_seconds: float = 10.0
+    topics: tuple[str, ...] = TOPICS
+    question_types: tuple[str, ...] = QUESTION_TYPES
+    workers: int = 4
+    settings: StageSettings = field(default_factory=StageSettings)
+    progress: bool = True
+
+    def __post_init__(self):
+        unknown = [t for t in self.topics if t not in TOPICS] + [
+            q for q in self.question_types if q not in QUESTION_TYPES
+        ]
+        if unknown:
+            raise ValueError(f"unknown topics or question types {unknown}; topics {TOPICS}, types {QUESTION_TYPES}")
+
+    def fingerprint(self) -> str:
+        """What a video's stages depend on: a state made under another fingerprint is not resumed."""
+        data = {"clip_seconds": self.clip_seconds, "topics": list(self.topics), "types": list(self.question_types)}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# State of one video
+# ---------------------------------------------------------------------------------------------------------------
+def state_path(out_dir: str, job: VideoJob) -> str:
+    return os.path.join(out_dir, "state", job.source, f"{job.video}.json")
+
+
+def load_state(path: str, job: VideoJob, fingerprint: str) -> dict:
+    """The saved state of a video, or a new one. A state from another configuration is an error."""
+    if not os.path.isfile(path):
+        return {**asdict(job), "fingerprint": fingerprint, "stages": {}, "log": {}, "cost": {}, "done": False}
+    with open(path) as handle:
+        state = json.load(handle)
+    if state.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{path} was made with another configuration (clip length, topics or question types); "
+            "use a new out_dir or delete the state to start the video again"
+        )
+    return state
+
+
+def _merged_cost(previous: dict, cost: Cost) -> dict:
+    now = cost.as_dict()
+    return {key: round(previous.get(key, 0) + now[key], 3) for key in now}
+
+
+def process_video(job: VideoJob, llm: Backend, captioner, config: PipelineConfig, prompts: Prompts) -> dict:
+    """Run the missing stages of one video, saving its state after each; returns the state."""
+    path = state_path(config.out_dir, job)
+    state = load_state(path, job, config.fingerprint())
+    if state["done"]:
+        return state
+    ctx = StageContext(llm, prompts, config.settings, StageLog.from_dict(state["log"]), Cost())
+    previous_cost, stages = dict(state["cost"]), state["stages"]
+
+    def save() -> None:
+        state["log"], state["cost"] = ctx.log.as_dict(), _merged_cost(previous_cost, ctx.cost)
+        write_json_atomically(path, state)
+
+    state["error"] = None
+    try:
+        _run_stages(ctx, job, captioner, config, stages, save)
+        state["done"] = True
+    except BackendError as error:
+        state["error"] = f"{type(error).__name__}: {error}"
+    save()
+    return state
+
+
+def _run_stages(ctx: StageContext, job: VideoJob, captioner, config: PipelineConfig, stages: dict, save) -> None:
+    if "clip_captions" not in stages:
+        stages["clip_captions"] = captioner.caption(ctx, job, make_clips(job.duration, config.clip_seconds))
+        save()
+    clips = [clip for clip in stages["clip_captions"] if clip is not None]
+    if "events" not in stages:
+        stages["events"] = split_events(ctx, clips) if clips else []
+        save()
+    if "event_captions" not in stages:
+        stages["event_captions"] = caption_events(ctx, clips, stages["events"]) if clips else []
+        save()
+    events = [event for event in stages["event_captions"] if event is not None]
+    if "global_caption" not in stages:
+        stages["global_caption"] = caption_video(ctx, job, events) if events else None
+        save()
+    for question_type in config.question_types:
+        key = f"qa:{QUESTION_TYPE_CODES[question_type]}"
+        if key not in stages:
+            groups = qa_groups(list(config.topics), [question_type])
+            stages[key] = generate_qa(ctx, groups, clips, events, stages["global_caption"])
+            save()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rows and report
+# ---------------------------------------------------------------------------------------------------------------
+def state_rows(state: dict) -> list[dict]:
+    """Hub rows (`dataset_builder.videomarathon.HUB_FIELD_ALIASES` names) of a video's valid QA items."""
+    stem = os.path.splitext(state["video"])[0].replace("/", "_")
+    rows, counter = [], Counter()
+    for key in sorted(k for k in state["stages"] if k.startswith("qa:")):
+        for group, items in sorted(state["stages"][key].items()):
+            code = group.split("|")[-1]
+            for item in items or []:
+                slug = item["task"].lower().replace(" ", "_")
+                counter[(slug, code)] += 1
+                rows.append(
+                    {
+                        "id": f"{state['source']}-{stem}-{slug}-{code}-{counter[(slug, code)]}",
+                        "video": state["video"],
+                        "data_source": state["source"],
+                        "duration": float(state["duration"]),
+                        "topic": TASK_TOPIC[item["task"]],
+                        "task": item["task"],
+                        "question_type": next(q for q, c in QUESTION_TYPE_CODES.items() if c == code),
+                        "question": item["question"],
+                        "options": item["options"],
+                        "answer": item["answer"],
+                    }
+                )
+    return rows
+
+
+def write_jsonl_atomically(path: str, rows: list[dict]) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".rows.", suffix=".tmp")
+    with os.fdopen(handle, "w") as file:
+        file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def summarize(states: list[dict], rows_path: str, backends: list[Backend]) -> dict:
+    """Totals over the videos: done/failed, rows, log counters, per-video cost, and each backend's counters."""
+    totals: dict[str, Counter] = {}
+    for state in states:
+        for name, counts in state["log"].items():
+            if name != "examples":
+                totals.setdefault(name, Counter()).update(counts)
+    return {
+        "videos": len(states),
+        "done": sum(state["done"] for state in states),
+        "failed": {f"{s['source']}/{s['video']}": s["error"] for s in states if not s["done"]},
+        "rows": sum(len(state_rows(state)) for state in states if state["done"]),
+        "rows_path": rows_path,
+        "log": {name: dict(counts) for name, counts in totals.items()},
+        "cost_per_video": {f"{s['source']}/{s['video']}": s["cost"] for s in states},
+        "backends": {f"{b.backend_id}:{b.model}": b.cost.as_dict() for b in dict.fromkeys(backends)},
+    }
+
+
+def run_pipeline(
+    jobs: list[VideoJob],
+    llm: Backend,
+    config: PipelineConfig,
+    captioner=None,
+    prompts: Prompts | None = None,
+) -> dict:
+    """Process every video (`config.workers` at a time), then write the rows of the finished ones and the
+    report; returns the report. Videos whose backend failed are listed under "failed": run again to resume."""
+    keys = [job.key for job in jobs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate videos in the jobs: {[k for k, n in Counter(keys).items() if n > 1]}")
+    captioner = captioner or TextCaptioner(llm)
+    prompts = prompts or Prompts()
+    states: dict[str, dict] = {}
+    with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
+        futures = {pool.submit(process_video, job, llm, captioner, config, prompts): job for job in jobs}
+        for future in _progress(as_completed(futures), len(futures), config.progress):
+            states[futures[future].key] = future.result()
+    ordered = [states[key] for key in keys]
+    rows_path = os.path.join(config.out_dir, ROWS_FILE)
+    write_jsonl_atomically(rows_path, [row for state in ordered if state["done"] for row in state_rows(state)])
+    report = summarize(ordered, rows_path, [llm, getattr(captioner, "backend", llm)])
+    write_json_atomically(os.path.join(config.out_dir, REPORT_FILE), report)
+    return report
+
+
+def _progress(iterable, total: int, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc="videos", unit="video")
