@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import multiprocessing
 import os
@@ -64,7 +63,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -590,20 +588,6 @@ def code_version() -> dict:
     return dict(commit=commit, model_files_modified=modified, model_files_sha256=digest.hexdigest())
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=2)
-            file.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a results file is for everyone
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="only the 2 and 10 minute rows (a smoke test)")
@@ -682,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
         checks=checks,
         total_seconds=round(time.perf_counter() - started, 1),
     )
+    from dataset_builder.media import write_json_atomically
+
     write_json_atomically(args.output, result)
     print(format_table(rows))
     print()

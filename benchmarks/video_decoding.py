@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import argparse
 import fractions
-import json
 import multiprocessing
 import os
 import platform
@@ -786,19 +785,6 @@ def machine_info() -> dict:
     return info
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=2)
-            file.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where encoded videos are cached")
@@ -896,6 +882,8 @@ def main(argv: list[str] | None = None) -> int:
         table=table,
         seconds=round(time.perf_counter() - started, 1),
     )
+    from dataset_builder.media import write_json_atomically
+
     write_json_atomically(args.output, result)
     print(f"\nWrote {args.output} ({result['seconds']:.0f} s)", file=sys.stderr)
     return 0

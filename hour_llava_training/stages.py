@@ -22,7 +22,7 @@ the paper's per-module rates, which survive DeepSpeed here because our configs l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -57,7 +57,6 @@ class StagePreset:
     max_grad_norm: float = 1.0
     num_train_epochs: float = 1.0
     lr_scheduler_type: str = "cosine"
-    media: tuple[str, ...] = field(default=("image",))
 
 
 STAGES = {
@@ -68,7 +67,6 @@ STAGES = {
         learning_rates={"memaug": 1e-4},
         released_learning_rate=1e-4,
         global_batch_size=128,
-        media=("image",),
     ),
     "stage2": StagePreset(
         name="stage2",
@@ -83,7 +81,6 @@ STAGES = {
         },
         released_learning_rate=2e-5,
         global_batch_size=128,
-        media=("video", "image", "text"),
     ),
     "stage3": StagePreset(
         name="stage3",
@@ -92,7 +89,6 @@ STAGES = {
         learning_rates={"projector": 1e-4, "memaug": 1e-4, "newline": 2e-5, "language_model": 2e-5},
         released_learning_rate=2e-5,
         global_batch_size=128,
-        media=("video", "image", "text"),
     ),
 }
 
