@@ -58,9 +58,7 @@ TIMESTAMP_POLICY: dict[str, str] = {task: "free" for task in TASKS} | {
 
 JSON_RULE = "Reply with one JSON object only, no other text, matching: {shape}"
 
-CLIP_CAPTION = (
-    "You describe one short clip ({start:g}s to {end:g}s) of a longer video.\n"
-    "What the clip shows:\n{content}\n\n"
+ASPECT_CAPTIONS = (
     "Write a caption for each aspect: temporality (what changes over the clip and when), spatiality (where things "
     "are), object (the objects and their attributes), action (who does what), scene (the place and setting), "
     "summary (one or two sentences).\n"
@@ -68,6 +66,14 @@ CLIP_CAPTION = (
         shape='{{"temporality": "...", "spatiality": "...", '
         '"object": "...", "action": "...", "scene": "...", "summary": "..."}}'
     )
+)
+CLIP_CAPTION = (
+    "You describe one short clip ({start:g}s to {end:g}s) of a longer video.\n"
+    "What the clip shows:\n{content}\n\n" + ASPECT_CAPTIONS
+)
+CLIP_CAPTION_FRAMES = (
+    "You describe one short clip ({start:g}s to {end:g}s) of a longer video. The {num_frames} images above are "
+    "frames of the clip, in order, taken at {times}.\n\n" + ASPECT_CAPTIONS
 )
 EVENT_SPLIT = (
     "Below are captions of consecutive clips of one video, numbered from 0. Group consecutive clips that show the "
@@ -111,6 +117,7 @@ class Prompts:
     """The templates of every stage, the task definitions and the timestamp policy; override from JSON."""
 
     clip_caption: str = CLIP_CAPTION
+    clip_caption_frames: str = CLIP_CAPTION_FRAMES
     event_split: str = EVENT_SPLIT
     event_caption: str = EVENT_CAPTION
     global_caption: str = GLOBAL_CAPTION

@@ -8,10 +8,10 @@ against the stage's schema and the stage's own checks, retries malformed answers
 temperature after the first) and then logs and skips them (`StageLog`). Short-form tasks are asked from the
 time-stamped clip captions, long-form tasks from the event captions and the global caption.
 
-Clip captions come from a `Captioner`. `TextCaptioner` is the one implemented: a text-only LLM captions each clip
-from a time-stamped description of the video that the caller supplies (`VideoJob.descriptions`: a log, a
-transcript, or for the synthetic videos their ground-truth timeline); a VLM captioner that reads frames
-implements the same `caption` method.
+Clip captions come from a captioner: `vision.VisionCaptioner` shows a VLM the frames of each clip;
+`TextCaptioner` has a text-only LLM caption each clip from a time-stamped description of the video that the
+caller supplies (`VideoJob.descriptions`: a log, a transcript, or for the synthetic videos their ground-truth
+timeline). Both implement `caption(ctx, job, clips)`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,15 @@ EXAMPLES_PER_STAGE = 5
 QUESTION_TYPE_CODES = {OPEN_ENDED: "oe", MULTIPLE_CHOICE: "mc"}
 
 
+class JobError(RuntimeError):
+    """A video that cannot be processed as given (unreadable file, no duration and no file, ...): the pipeline
+    fails that video with this message and `kind` ("video", "job") and goes on with the others."""
+
+    def __init__(self, message: str, kind: str = "job"):
+        super().__init__(message)
+        self.kind = kind
+
+
 @dataclass
 class StageSettings:
     """Generation settings: tokens per stage, temperatures, attempts per prompt, options per MC question."""
@@ -52,13 +61,15 @@ class StageSettings:
 
 @dataclass
 class VideoJob:
-    """One video to annotate: its path relative to its source's root, the source, its duration in seconds and
-    optional time-stamped descriptions `[{"start": s, "end": s, "text": ...}]` for a text-only captioner."""
+    """One video to annotate: its path relative to its source's root, the source, its duration in seconds (None:
+    probed from the file), optional time-stamped descriptions `[{"start": s, "end": s, "text": ...}]` for a
+    text-only captioner, and the file itself (`path`; the pipeline fills it from its video roots)."""
 
     video: str
     source: str
-    duration: float
+    duration: float | None = None
     descriptions: list[dict] = field(default_factory=list)
+    path: str | None = None
 
     @property
     def key(self) -> str:
@@ -118,10 +129,11 @@ def ask(
     schema: dict,
     check: Callable[[object], object] | list[Callable[[object], object]] | None = None,
     backend: Backend | None = None,
+    images: list[list] | None = None,
 ) -> list[object | None]:
-    """Ask every prompt (one batched call per attempt); parse, validate and `check` each answer (one check, or
-    one per prompt; it returns the cleaned value or raises OutputError); re-ask the failed ones up to
-    `max_attempts`; None for a prompt that never gave a valid answer."""
+    """Ask every prompt (one batched call per attempt; `images`: each prompt's frames for a vision backend); parse,
+    validate and `check` each answer (one check, or one per prompt; it returns the cleaned value or raises
+    OutputError); re-ask the failed ones up to `max_attempts`; None for a prompt that never gave a valid answer."""
     backend = backend or ctx.llm
     checks = check if isinstance(check, list) else [check] * len(prompts)
     settings = ctx.settings
@@ -136,7 +148,12 @@ def ask(
             ctx.log.retries[stage] += len(pending)
         temperature = settings.temperature if attempt == 0 else settings.retry_temperature
         completions = backend.generate(
-            [prompts[i] for i in pending], settings.max_new_tokens[_budget(stage)], temperature, schema, attempt
+            [prompts[i] for i in pending],
+            settings.max_new_tokens[_budget(stage)],
+            temperature,
+            schema,
+            attempt,
+            images=None if images is None else [images[i] for i in pending],
         )
         _add_cost(ctx.cost, completions)
         failed = []
@@ -184,7 +201,9 @@ def clip_content(job: VideoJob, clip: dict) -> str:
         if d["start"] < clip["end"] and d["end"] > clip["start"]
     ]
     if not lines:
-        raise ValueError(f"{job.key}: no description covers clip {clip['start']}s-{clip['end']}s")
+        raise JobError(
+            f"{job.key}: no description covers clip {clip['start']}s-{clip['end']}s; describe the whole video"
+        )
     return "\n".join(lines)
 
 
