@@ -35,6 +35,7 @@ from dataset_builder.construction import (
 )
 from dataset_builder.construction.__main__ import main as cli_main
 from dataset_builder.construction.prompts import TIMESTAMP_POLICY
+from dataset_builder.construction.schemas import ASPECTS
 from dataset_builder.construction.stages import check_qa_item, make_clips
 from dataset_builder.construction.synthetic import synthetic_jobs
 from dataset_builder.synthetic_videomarathon import SyntheticSpec, write_synthetic_videomarathon
@@ -123,9 +124,17 @@ class ScriptedBackend(Backend):
         return out
 
 
+class HTTPFailure(Exception):
+    """Raised by a ChatServer's `respond` to answer with this HTTP status and message instead."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
 class ChatServer:
     """An OpenAI-compatible `/v1/chat/completions` server on localhost around `respond(body) -> (text, prompt
-    tokens, completion tokens)`; `delay(body)` seconds are slept first (for timeouts)."""
+    tokens, completion tokens)` (or raising HTTPFailure); `delay(body)` seconds are slept first (for timeouts)."""
 
     def __init__(self, respond, delay=lambda body: 0.0):
         owner = self
@@ -135,12 +144,16 @@ class ChatServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 owner.requests += 1
                 time.sleep(delay(body))
-                text, prompt_tokens, completion_tokens = respond(body)
-                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
-                payload = {"choices": [{"message": {"role": "assistant", "content": text}}], "usage": usage}
+                status = 200
+                try:
+                    text, prompt_tokens, completion_tokens = respond(body)
+                    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+                    payload = {"choices": [{"message": {"role": "assistant", "content": text}}], "usage": usage}
+                except HTTPFailure as failure:
+                    status, payload = failure.status, {"error": {"message": failure.message}}
                 data = json.dumps(payload).encode()
                 try:
-                    self.send_response(200)
+                    self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
@@ -406,3 +419,34 @@ def test_cli_on_scripted_jobs_file_rejects_bad_lines(tmp_path):
     jobs.write_text(json.dumps({"video": "../escape.mp4", "data_source": "x", "duration": 3}) + "\n")
     with pytest.raises(ValueError, match="jobs.jsonl:1: .*relative"):
         cli_main(["--jobs", str(jobs), "--out", str(tmp_path), "--backend", "openai", "--model", "m"])
+
+
+# Schema-guided decoding (constrained.SchemaFiller): the same tiny model, but we write the JSON and it fills in the
+# values; strings stop at a sentence end or after 10 tokens. Unconstrained, SmolLM2 gets no clip caption through
+# validation (test_smollm_through_transformers records them as malformed); constrained, every stage validates.
+GUIDED = StageSettings(
+    max_new_tokens={"clip": 60, "split": 8, "event": 12, "global": 12, "qa": 64},
+    max_attempts=1,
+    fallback_event_clips=2,
+)
+
+
+@pytest.mark.slow
+def test_smollm_with_schema_guided_decoding_gets_every_stage_through_validation(tmp_path, synthetic, smollm):
+    model, tokenizer = smollm
+    backend = TransformersBackend("smollm2-135m", tmp_path / "cache", model_obj=model, tokenizer=tokenizer,
+                                  constrained=True, filler_options={"max_string_tokens": 10})  # fmt: skip
+    settings = config(tmp_path / "out", clip_seconds=REAL_CLIP_SECONDS, topics=("Scene",), settings=GUIDED)
+    report = run_pipeline(synthetic_jobs(synthetic), backend, settings)
+    check_real_run(report, tmp_path / "out", synthetic)
+    log = report["log"]
+    for stage in ("clip_captions", "event_captions", "global_caption", "qa:oe", "qa:mc"):
+        assert log["asked"][stage] >= 2 and log["malformed"].get(stage, 0) == 0, (stage, log)
+    assert log.get("skipped", {}) == {}
+    states = [json.load(open(p)) for p in sorted((tmp_path / "out" / "state").rglob("*.json"))]
+    for state in states:
+        assert all(set(clip["captions"]) == set(ASPECTS) for clip in state["stages"]["clip_captions"])
+        assert state["stages"]["global_caption"]
+    rows = read_rows(report["rows_path"])
+    assert {row["question_type"] for row in rows} == {OPEN_ENDED, MULTIPLE_CHOICE}
+    assert {row["video"] for row in rows} == {t.video for t in synthetic.timelines}

@@ -162,28 +162,33 @@ class Backend:
         prompts: list[str],
         max_new_tokens: int,
         temperature: float = 0.0,
-        json_schema: dict | None = None,
+        json_schema: dict | list[dict | None] | None = None,
         attempt: int = 0,
         images: list[Frames | None] | None = None,
     ) -> list[Completion]:
-        """One completion per prompt; cached ones are read from disk, the others generated and stored."""
+        """One completion per prompt; cached ones are read from disk, the others generated and stored.
+        `json_schema`: one schema for every prompt, or a list with each prompt's own."""
         if images is not None and len(images) != len(prompts):
             raise ValueError(f"{self.backend_id}: {len(images)} image lists for {len(prompts)} prompts")
-        params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "json_schema": json_schema}
-        params |= self.cache_tag
+        own_schemas = isinstance(json_schema, list)
+        if own_schemas and len(json_schema) != len(prompts):
+            raise ValueError(f"{self.backend_id}: {len(json_schema)} schemas for {len(prompts)} prompts")
         keys = []
         for index, prompt in enumerate(prompts):
+            schema = json_schema[index] if own_schemas else json_schema
+            params = {"max_new_tokens": max_new_tokens, "temperature": temperature, "json_schema": schema}
             fields_ = {"backend": self.backend_id, "model": self.model, "prompt": prompt}
             if images is not None:  # text-only keys stay as they were, so old caches keep answering
                 fields_["images"] = frames_digest(images[index])
-            keys.append(DiskCache.key(**fields_, params=params, attempt=attempt))
+            keys.append(DiskCache.key(**fields_, params=params | self.cache_tag, attempt=attempt))
         results: list[Completion | None] = [self.cache.get(key) for key in keys]
         missing = [index for index, result in enumerate(results) if result is None]
         if missing:
             todo = [prompts[i] for i in missing]
             extra = {} if images is None else {"images": [images[i] for i in missing]}
+            schemas = [json_schema[i] for i in missing] if own_schemas else json_schema
             try:
-                fresh = self._generate_uncached(todo, max_new_tokens, temperature, json_schema, **extra)
+                fresh = self._generate_uncached(todo, max_new_tokens, temperature, schemas, **extra)
             except BackendError as error:
                 for index, completion in zip(missing, error.partial, strict=False):
                     if completion is not None:
@@ -200,9 +205,15 @@ class Backend:
         return results  # type: ignore[return-value]
 
     def _generate_uncached(
-        self, prompts: list[str], max_new_tokens: int, temperature: float, json_schema: dict | None
+        self, prompts: list[str], max_new_tokens: int, temperature: float, json_schema: dict | list | None
     ) -> list[Completion]:
+        """Completions of prompts that are not cached; `json_schema` as `generate` got it (dict, list or None)."""
         raise NotImplementedError
+
+
+def schema_of(json_schema: dict | list | None, index: int) -> dict | None:
+    """The schema of prompt `index` from one shared schema or a per-prompt list."""
+    return json_schema[index] if isinstance(json_schema, list) else json_schema
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -212,7 +223,8 @@ class TransformersBackend(Backend):
     """A local causal LM through transformers: prompts as single user turns of the chat template, left-padded
     batches of `batch_size`, greedy at temperature 0. `json_schema` is not enforced unless `constrained=True`
     (then `constrained.SchemaFiller` writes the JSON skeleton and the model fills only strings, numbers and choices,
-    one prompt at a time: what makes weak models usable); otherwise the stages validate and retry. Pass a loaded
+    one prompt at a time: what makes weak models usable; `filler_options` go to it); otherwise the stages validate
+    and retry. Pass a loaded
     `model_obj`/`tokenizer` to share one model between backends. `context_length` overrides the model's window
     (default: its config's `max_position_embeddings`)."""
 
@@ -229,8 +241,10 @@ class TransformersBackend(Backend):
         seed: int = 0,
         constrained: bool = False,
         context_length: int | None = None,
+        filler_options: dict | None = None,
     ):
         super().__init__(model, cache_dir)
+        self.filler_options = dict(filler_options or {})
         self.batch_size = batch_size
         self.seed = seed
         self.constrained = constrained
@@ -241,7 +255,7 @@ class TransformersBackend(Backend):
 
     @property
     def cache_tag(self) -> dict:
-        return {"constrained": True} if self.constrained else {}
+        return {"constrained": self.filler_options or True} if self.constrained else {}
 
     def loaded(self):
         """(model, tokenizer), loading them on first use."""
@@ -268,7 +282,7 @@ class TransformersBackend(Backend):
         prompts: list[str],
         max_new_tokens: int,
         temperature: float,
-        json_schema: dict | None,
+        json_schema: dict | list | None,
         images: list[Frames | None] | None = None,
     ) -> list[Completion]:
         with self._lock:
@@ -277,12 +291,12 @@ class TransformersBackend(Backend):
                 from .constrained import SchemaFiller
 
                 model, tokenizer = self.loaded()
-                filler = SchemaFiller(model, tokenizer, temperature=temperature, seed=self.seed)
+                filler = SchemaFiller(model, tokenizer, temperature, self.seed, **self.filler_options)
                 for index, prompt in enumerate(prompts):
                     encoded = self._encode([prompt], None if images is None else [images[index]])
                     self._check_context(encoded, max_new_tokens)
                     started = time.perf_counter()
-                    text, new_tokens = filler.fill(encoded, json_schema, max_new_tokens)
+                    text, new_tokens = filler.fill(encoded, schema_of(json_schema, index), max_new_tokens)
                     seconds = time.perf_counter() - started
                     count = len(images[index] or []) if images else 0
                     prompt_tokens = int(encoded["attention_mask"].sum())
@@ -466,13 +480,13 @@ class OpenAIBackend(Backend):
         prompts: list[str],
         max_new_tokens: int,
         temperature: float,
-        json_schema: dict | None,
+        json_schema: dict | list | None,
         images: list[Frames | None] | None = None,
     ) -> list[Completion]:
         frames = images if images is not None else [None] * len(prompts)
-        call = lambda prompt, own: self._complete(prompt, max_new_tokens, temperature, json_schema, own)
+        call = lambda i: self._complete(prompts[i], max_new_tokens, temperature, schema_of(json_schema, i), frames[i])
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
-            futures = [pool.submit(call, prompt, own) for prompt, own in zip(prompts, frames, strict=True)]
+            futures = [pool.submit(call, index) for index in range(len(prompts))]
         errors = [future.exception() for future in futures if future.exception() is not None]
         overflow = [error for error in errors if isinstance(error, ContextOverflowError)]
         if errors:

@@ -37,16 +37,13 @@ EVENT_CAPTION = {"type": "object", "properties": {"caption": TEXT}, "required": 
 GLOBAL_CAPTION = {"type": "object", "properties": {"caption": TEXT}, "required": ["caption"]}
 
 
-def qa_schema(tasks: list[str], multiple_choice: bool) -> dict:
-    """{"qa": [{"task", "question", "answer"(, "options")}, ...]} for the given tasks."""
-    item = {
-        "type": "object",
-        "properties": {"task": {"type": "string", "enum": list(tasks)}, "question": TEXT, "answer": TEXT},
-        "required": ["task", "question", "answer"],
-    }
+def qa_schema(tasks: list[str], multiple_choice: bool, max_options: int = 8) -> dict:
+    """{"qa": [{"task", "question"(, "options"), "answer"}, ...]} for the given tasks, with 2 to `max_options`
+    options (before the answer: the order a schema-guided decoder writes them in)."""
+    properties = {"task": {"type": "string", "enum": list(tasks)}, "question": TEXT}
     if multiple_choice:
-        item["properties"]["options"] = {"type": "array", "minItems": 2, "maxItems": 8, "items": TEXT}
-        item["required"].append("options")
+        properties["options"] = {"type": "array", "minItems": 2, "maxItems": max_options, "items": TEXT}
+    item = {"type": "object", "properties": properties | {"answer": TEXT}, "required": list(properties) + ["answer"]}
     return {"type": "object", "properties": {"qa": {"type": "array", "minItems": 1, "items": item}}, "required": ["qa"]}
 
 

@@ -27,9 +27,27 @@ from . import schemas
 from .backends import Backend, Completion, Cost
 from .prompts import Prompts, is_long_form
 
-TIMESTAMP = re.compile(
-    r"\b\d{1,2}:\d{2}(?::\d{2})?\b|\b\d+(?:\.\d+)?\s*(?:s|sec|secs|seconds?|minutes?|mins?)\b", re.IGNORECASE
+NUMBER_WORDS = (
+    "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|"
+    "eighteen|nineteen|twenty|thirty|forty|fifty|sixty|ninety|hundred|half|quarter"
 )
+TIME_UNITS = r"(?:hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s|ms)"
+# Times a question may leak: clock times (1:02, 01:02:03, 0:05.5), compact durations (1m30s, 1h05m), a number
+# with a unit (12.5s, 5 minutes, 10-second), a unit with a number (minute 3), ordinals (the 12th second), number
+# words (five minutes, half a minute) and "t=12".
+TIMESTAMP = re.compile(
+    r"\b\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?\b"
+    r"|\b\d+\s*[hm]\s*\d+(?:\.\d+)?\s*[ms]?\b"
+    rf"|\b\d+(?:[.,]\d+)?\s*-?\s*{TIME_UNITS}\b"
+    r"|\b(?:second|minute|hour|sec|min)\s+\d+(?:\.\d+)?\b"
+    r"|\b\d+(?:st|nd|rd|th)\s+(?:second|minute|hour)s?\b"
+    rf"|\b(?:{NUMBER_WORDS})(?:[\s-]+(?:{NUMBER_WORDS}|and|an?))*[\s-]+(?:seconds?|minutes?|hours?)\b"
+    r"|\bt\s*=\s*\d",
+    re.IGNORECASE,
+)
+PLACEHOLDER = re.compile(r"^\W*$|\.\.\.|<[^>]*>")  # nothing but punctuation, "...", "<task name>"
+BARE_LETTER = re.compile(r"^\(?[A-Za-z][.)]?$")
+MIN_QUESTION_WORDS = 3
 OPTION_PREFIX = re.compile(r"^\s*\(?([A-Za-z])[.):]\s+")
 ANSWER_LETTER = re.compile(r"^\s*\(?([A-Za-z])\)?(?:[.):]|\s*$)")
 EXAMPLES_PER_STAGE = 5
@@ -126,16 +144,18 @@ def ask(
     ctx: StageContext,
     stage: str,
     prompts: list[str],
-    schema: dict,
+    schema: dict | list[dict],
     check: Callable[[object], object] | list[Callable[[object], object]] | None = None,
     backend: Backend | None = None,
     images: list[list] | None = None,
 ) -> list[object | None]:
-    """Ask every prompt (one batched call per attempt; `images`: each prompt's frames for a vision backend); parse,
+    """Ask every prompt (one batched call per attempt; `schema`: one for all or one per prompt; `images`: each
+    prompt's frames for a vision backend); parse,
     validate and `check` each answer (one check, or one per prompt; it returns the cleaned value or raises
     OutputError); re-ask the failed ones up to `max_attempts`; None for a prompt that never gave a valid answer."""
     backend = backend or ctx.llm
     checks = check if isinstance(check, list) else [check] * len(prompts)
+    own_schemas = schema if isinstance(schema, list) else [schema] * len(prompts)
     settings = ctx.settings
     results: list[object | None] = [None] * len(prompts)
     pending = list(range(len(prompts)))
@@ -151,7 +171,7 @@ def ask(
             [prompts[i] for i in pending],
             settings.max_new_tokens[_budget(stage)],
             temperature,
-            schema,
+            [own_schemas[i] for i in pending] if isinstance(schema, list) else schema,
             attempt,
             images=None if images is None else [images[i] for i in pending],
         )
@@ -159,7 +179,7 @@ def ask(
         failed = []
         for index, completion in zip(pending, completions, strict=True):
             try:
-                value = schemas.parse(completion.text, schema)
+                value = schemas.parse(completion.text, own_schemas[index])
                 results[index] = checks[index](value) if checks[index] else value
             except schemas.OutputError as error:
                 ctx.log.malformed[stage] += 1
@@ -342,6 +362,25 @@ def check_timestamps(task: str, question: str, answer: str, options: list[str], 
             )
 
 
+def question_key(question: str) -> str:
+    """A question's identity for deduplication: case, punctuation and spacing ignored."""
+    return re.sub(r"[\W_]+", " ", question.casefold()).strip()
+
+
+def check_quality(question: str, answer: str, options: list[str]) -> None:
+    """Refuse template leftovers and degenerate items: placeholders ("...", "<task name>", punctuation only), a
+    question of fewer than MIN_QUESTION_WORDS words, an answer that repeats the question, bare-letter options."""
+    for where, text in {"question": question, "answer": answer, **{f"option {o!r}": o for o in options}}.items():
+        if PLACEHOLDER.search(text):
+            raise schemas.OutputError(f"placeholder text in the {where}: {text!r}", "placeholder")
+    if len(re.findall(r"\w+", question)) < MIN_QUESTION_WORDS:
+        raise schemas.OutputError(f"question {question!r} is shorter than {MIN_QUESTION_WORDS} words", "short_question")
+    if question_key(answer) == question_key(question):
+        raise schemas.OutputError(f"the answer repeats the question {question!r}", "answer_is_question")
+    if any(BARE_LETTER.match(option) for option in options):
+        raise schemas.OutputError(f"an option is a bare letter: {options}", "letter_option")
+
+
 def check_qa_item(item: dict, tasks: list[str], question_type: str, ctx: StageContext) -> dict:
     """A validated QA item: a task of the group, and for multiple choice 2+ distinct options with the answer
     among them (options relabelled "A. ...", the answer as its letter); timestamps per the task's policy."""
@@ -355,6 +394,7 @@ def check_qa_item(item: dict, tasks: list[str], question_type: str, ctx: StageCo
         if any(not option for option in options) or len({o.casefold() for o in options}) != len(options):
             raise schemas.OutputError(f"options are empty or not distinct: {options}", "options")
         index = answer_index(answer, options)
+        check_quality(question, answer, options)
         wrong = [option for i, option in enumerate(options) if i != index]
         check_timestamps(task, question, options[index], wrong, ctx.prompts.timestamp_policy)
         return {
@@ -363,6 +403,7 @@ def check_qa_item(item: dict, tasks: list[str], question_type: str, ctx: StageCo
             "options": [f"{chr(ord('A') + i)}. {option}" for i, option in enumerate(options)],
             "answer": chr(ord("A") + index),
         }
+    check_quality(question, answer, [])
     check_timestamps(task, question, answer, options, ctx.prompts.timestamp_policy)
     return {"task": task, "question": question, "options": [], "answer": answer}
 
@@ -377,10 +418,10 @@ def check_qa(value: dict, tasks: list[str], question_type: str, ctx: StageContex
             ctx.log.rejected[getattr(error, "reason", "unknown_task")] += 1
             ctx.log.example(f"rejected:{stage}", str(error))
             continue
-        if clean["question"].casefold() in seen:
+        if question_key(clean["question"]) in seen:
             ctx.log.rejected["duplicate_question"] += 1
             continue
-        seen.add(clean["question"].casefold())
+        seen.add(question_key(clean["question"]))
         kept.append(clean)
     if not kept:
         raise schemas.OutputError(f"no valid QA item among {len(value['qa'])}", "no_valid_item")
@@ -408,7 +449,7 @@ def generate_qa(
     template = ctx.prompts.qa_multiple_choice if question_type == MULTIPLE_CHOICE else ctx.prompts.qa_open
     stage = f"qa:{QUESTION_TYPE_CODES[question_type]}"
     results: dict[str, list[dict] | None] = {}
-    asked, prompts, checks = [], [], []
+    asked, prompts, checks, group_schemas = [], [], [], []
     for group in groups:
         topic, form, _, tasks = group
         context = qa_context(form, clips, events, caption)
@@ -426,8 +467,28 @@ def generate_qa(
             )
         )
         checks.append(lambda value, tasks=tasks: check_qa(value, tasks, question_type, ctx, stage))
+        multiple_choice = question_type == MULTIPLE_CHOICE
+        group_schemas.append(schemas.qa_schema(tasks, multiple_choice, max(2, ctx.settings.num_options)))
         asked.append(group)
-    schema = schemas.qa_schema(sorted({t for group in groups for t in group[3]}), question_type == MULTIPLE_CHOICE)
-    answers = ask(ctx, stage, prompts, schema, checks) if prompts else []
+    answers = ask(ctx, stage, prompts, group_schemas, checks) if prompts else []
     results.update({group_key(group): items for group, items in zip(asked, answers, strict=True)})
-    return results
+    return drop_repeated_questions(ctx, results)
+
+
+def drop_repeated_questions(ctx: StageContext, results: dict[str, list[dict] | None]) -> dict[str, list[dict] | None]:
+    """Keep the first item of each question (by `question_key`) across the groups of one question type of one
+    video; later repeats are counted as rejected "duplicate_question"."""
+    seen: set[str] = set()
+    kept: dict[str, list[dict] | None] = {}
+    for key, items in results.items():
+        if items is None:
+            kept[key] = None
+            continue
+        kept[key] = []
+        for item in items:
+            if question_key(item["question"]) in seen:
+                ctx.log.rejected["duplicate_question"] += 1
+                continue
+            seen.add(question_key(item["question"]))
+            kept[key].append(item)
+    return kept
