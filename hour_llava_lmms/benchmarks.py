@@ -38,6 +38,11 @@ def _videomarathon_correct(row: dict) -> tuple[float, str | None]:
     return float(row["videomarathon_acc"]), None
 
 
+def _recall_correct(row: dict) -> tuple[float, str | None]:
+    value = row["recall_acc"]
+    return float(value["correct"]), value["recall_task"]
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """One benchmark as evaluate.py sees it.
@@ -96,6 +101,10 @@ BENCHMARKS: dict[str, Benchmark] = {
             "videomarathon", "hour_llava_videomarathon_val", "jylins/videomarathon", "validation",
             "videomarathon_acc", 1.0, "videos", ("**/validation*.parquet", "*validation*.json*", *ANNOTATIONS),
             _videomarathon_correct,
+        ),
+        Benchmark(
+            "recall", "hour_llava_recall", "json", "test", "recall_acc", 1.0, "videos/recall",
+            ("annotations/recall_qa.jsonl", "*.jsonl"), _recall_correct,
         ),
     )
 }  # fmt: skip

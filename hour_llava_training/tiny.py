@@ -15,14 +15,17 @@ def write_tiny_checkpoint(
     seed: int = 0,
     video_min_frames: int = 128,
     customize: Callable[[torch.nn.Module, object], None] | None = None,
+    frame_size: int = TINY_FRAME_SIZE,
+    tokenizer=None,
     **config_overrides,
 ) -> str:
     """Write a tiny random model with the paper's token geometry and its processor to `path`; returns the path.
 
     video_min_frames: the fewest frames a video gives (the reference's 128; fewer keeps CPU tests fast): the video
     processor's `min_frames` and the model's `memory_min_frames`. customize: called as `customize(model, tokenizer)`
-    on the random model before it is saved (to edit weights). config_overrides: `HourLlavaConfig` fields (`vision`
-    and `text` update the sub-configs).
+    on the random model before it is saved (to edit weights). frame_size: the tower's image size and the processor's
+    resize. tokenizer: default `dataset_builder.tiny_tokenizer.build_tokenizer()`. config_overrides:
+    `HourLlavaConfig` fields (`vision` and `text` update the sub-configs).
     """
     from transformers import SiglipImageProcessor
 
@@ -34,14 +37,14 @@ def write_tiny_checkpoint(
         HourLlavaVideoProcessor,
     )
 
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer() if tokenizer is None else tokenizer
     vision = {
         "model_type": "siglip_vision_model",
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
-        "image_size": TINY_FRAME_SIZE,
+        "image_size": frame_size,
         "patch_size": 14,
         "vision_use_head": False,
     }
@@ -72,7 +75,7 @@ def write_tiny_checkpoint(
     if customize is not None:
         with torch.no_grad():
             customize(model, tokenizer)
-    size = {"height": TINY_FRAME_SIZE, "width": TINY_FRAME_SIZE}
+    size = {"height": frame_size, "width": frame_size}
     processor = HourLlavaProcessor(
         image_processor=SiglipImageProcessor(size=size),
         tokenizer=tokenizer,

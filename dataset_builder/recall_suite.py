@@ -1,0 +1,356 @@
+"""The long-video recall suite: 5- to 60-minute videos whose answers hang on a few seconds of content.
+
+Each video is a run of long scenes (a solid background colour, 10 to 40 s each, hundreds of cuts in an hour) with one
+to three brief *flashes*: a coloured shape shown for 2 or 3 seconds at a random place. Every question is about the
+flashes, which the forgetting mechanism is likely to drop: at the suite's token budget (`RECALL_MODEL_CONFIG`,
+64 kept frames) uniform or random frame sampling keeps a 2-second flash of a 60-minute video with a probability of
+about 4 %, and keyframe selection is outbid by the scene cuts, which change the whole frame.
+
+    from dataset_builder.recall_suite import RecallSpec, write_recall_suite
+    suite = write_recall_suite("recall/train", RecallSpec(num_videos=200, split="train", seed=1))
+    suite.video_root, suite.hub_rows          # VideoMarathon builder inputs (qa config)
+
+Five tasks, each asked open-ended and as four-option multiple choice (VideoMarathon's task in brackets):
+
+| recall task | question | answer |
+|---|---|---|
+| colour | What colour was the circle that flashed on screen? | yellow [Object Attribute] |
+| shape | Which shape flashed on screen in yellow? | circle [Object Recognition] |
+| count | How many shapes flashed on screen? | two [Key Event Extraction] |
+| order | Which shape flashed first? | circle [Temporal Order] |
+| scene | What was the background colour when the circle flashed? | teal [Scene Recognition] |
+
+Train and test sets are written by separate calls with different `split` names (so different videos) and seeds.
+Rows follow the VideoMarathon Hub schema plus `recall_task`; `answers_from_frames` reads the answers back from decoded
+pixels, so tests check that the videos say what the rows claim.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .media import write_json_atomically
+from .synthetic_video import write_video
+from .synthetic_videomarathon import BACKGROUNDS, SHAPE_COLOURS, SHAPES, multiple_choice
+from .videomarathon import MULTIPLE_CHOICE, OPEN_ENDED, TASK_TOPIC
+
+SOURCE = "recall"
+SHAPE_SIDE = (0.7, 0.9)  # a flashed shape's side, as a fraction of the frame: it dominates the frame's features
+COUNT_WORDS = ("one", "two", "three")
+RECALL_TASKS = {
+    "colour": "Object Attribute",
+    "shape": "Object Recognition",
+    "count": "Key Event Extraction",
+    "order": "Temporal Order",
+    "scene": "Scene Recognition",
+}
+
+
+@dataclass
+class RecallSpec:
+    """How many videos, their lengths (minutes, drawn uniformly, or log-uniformly: as many 5-10 as 30-60 minute
+    videos, a curriculum for training; `stratified` spreads them evenly instead), frame
+    size (square, pixels), scene and flash lengths (seconds), flashes per video, the split name (prefix of every
+    video file, so train and test never share a video), seed, codec and question types."""
+
+    num_videos: int = 10
+    min_minutes: float = 5.0
+    max_minutes: float = 60.0
+    stratified: bool = False
+    log_uniform: bool = False
+    size: int = 32
+    min_scene_seconds: int = 10
+    max_scene_seconds: int = 40
+    flash_seconds: tuple[int, int] = (2, 3)
+    max_flashes: int = 3
+    split: str = "train"
+    seed: int = 0
+    codec: str = "libx264"
+    question_types: tuple[str, ...] = (OPEN_ENDED, MULTIPLE_CHOICE)
+
+
+@dataclass
+class Flash:
+    """A shape of one colour shown from `start` to `end` (seconds, end exclusive) inside `box` (x0, y0, x1, y1)."""
+
+    start: int
+    end: int
+    shape: str
+    colour: str
+    box: tuple[int, int, int, int]
+
+
+@dataclass
+class RecallTimeline:
+    video: str
+    duration: int
+    scenes: list[tuple[int, int, str]] = field(default_factory=list)  # (start, end, background colour)
+    flashes: list[Flash] = field(default_factory=list)
+
+    def background_at(self, second: int) -> str:
+        for start, end, colour in self.scenes:
+            if start <= second < end:
+                return colour
+        return self.scenes[-1][2]
+
+    def flash_at(self, second: int) -> Flash | None:
+        return next((f for f in self.flashes if f.start <= second < f.end), None)
+
+
+@dataclass
+class RecallSuite:
+    root: str
+    video_root: str
+    hub_rows: str
+    timelines_path: str
+    timelines: list[RecallTimeline]
+    rows: list[dict]
+    replaced: list[str] = field(default_factory=list)  # videos (under video_root) rewritten for a changed spec
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Timelines and frames
+# ---------------------------------------------------------------------------------------------------------------
+def make_timeline(video: str, duration: int, spec: RecallSpec, rng: random.Random) -> RecallTimeline:
+    """Scenes of `min_scene_seconds`..`max_scene_seconds` (each a new background), then 1..`max_flashes` flashes
+    with distinct shapes and colours, apart from each other, away from the first and last scene, each inside one
+    scene."""
+    scenes, start, previous = [], 0, None
+    while start < duration:
+        end = min(duration, start + rng.randint(spec.min_scene_seconds, spec.max_scene_seconds))
+        colour = rng.choice([c for c in BACKGROUNDS if c != previous])
+        scenes.append((start, end, colour))
+        start, previous = end, colour
+    count = rng.randint(1, spec.max_flashes)
+    shapes, colours = rng.sample(SHAPES, count), rng.sample(list(SHAPE_COLOURS), count)
+    margin, longest = spec.max_scene_seconds, spec.flash_seconds[1]
+    slots = (duration - 2 * margin) // count  # one flash per equal slot, so flashes never overlap
+    if slots <= 2 * longest:
+        raise ValueError(f"{video}: {duration} s is too short for {count} flashes; use longer videos")
+    flashes = []
+    for k in range(count):
+        begin = margin + k * slots + rng.randrange(0, slots - 2 * longest)
+        length = rng.randint(*spec.flash_seconds)
+        scene_end = next(end for start, end, _ in scenes if start <= begin < end)
+        begin = min(begin, scene_end - length)  # within one scene: its background shows before and after
+        side = rng.randint(round(spec.size * SHAPE_SIDE[0]), round(spec.size * SHAPE_SIDE[1]))
+        x, y = rng.randint(0, spec.size - side), rng.randint(0, spec.size - side)
+        flashes.append(Flash(begin, begin + length, shapes[k], colours[k], (x, y, x + side, y + side)))
+    return RecallTimeline(video=video, duration=duration, scenes=scenes, flashes=flashes)
+
+
+def shape_mask(shape: str, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """(size, size) bool mask of a square, circle or triangle (apex up) filling `box`."""
+    image = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(image)
+    x0, y0, x1, y1 = box
+    if shape == "square":
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=255)
+    elif shape == "circle":
+        draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=255)
+    elif shape == "triangle":
+        draw.polygon([((x0 + x1) // 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=255)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+    return np.asarray(image) > 127
+
+
+def render_frame(timeline: RecallTimeline, second: int, size: int) -> np.ndarray:
+    """(size, size, 3) uint8: the scene's background, and the flash shown at that second, if any."""
+    frame = np.empty((size, size, 3), np.uint8)
+    frame[...] = BACKGROUNDS[timeline.background_at(second)]
+    flash = timeline.flash_at(second)
+    if flash is not None:
+        frame[shape_mask(flash.shape, flash.box, size)] = SHAPE_COLOURS[flash.colour]
+    return frame
+
+
+def nearest(colour: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
+    return min(palette, key=lambda name: float(np.sum((np.asarray(palette[name], np.float32) - colour) ** 2)))
+
+
+def answers_from_frames(frames: np.ndarray, timeline: RecallTimeline) -> dict[str, str]:
+    """Read the open-ended answers back from decoded frames at 1 fps, (T, H, W, 3) uint8, using only where flashes
+    are (their boxes and times), not what they are: the colour inside each flash box, the shape that best matches
+    the pixels that differ from the background, the background next to the box."""
+    found = []
+    size = frames.shape[1]
+    for flash in timeline.flashes:
+        frame = frames[flash.start].astype(np.float32)
+        background = frames[flash.start - 1].astype(np.float32)
+        changed = np.abs(frame - background).sum(-1) > 60
+        x0, y0, x1, y1 = flash.box
+        masks = {shape: shape_mask(shape, flash.box, size) for shape in SHAPES}
+        shape = max(masks, key=lambda s: float((masks[s] == changed).mean()))
+        centre = frame[(y0 + y1) // 2 + (y1 - y0) // 6, (x0 + x1) // 2]
+        outside = ~masks["square"]
+        found.append((shape, nearest(centre, SHAPE_COLOURS), nearest(frame[outside].mean(0), BACKGROUNDS)))
+    return {
+        "count": COUNT_WORDS[len(found) - 1],
+        "order": found[0][0],
+        "shapes": ",".join(f"{shape}:{colour}:{scene}" for shape, colour, scene in found),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Questions: task -> (question, answer, wrong answers)
+# ---------------------------------------------------------------------------------------------------------------
+def recall_question(task: str, timeline: RecallTimeline, rng: random.Random) -> tuple[str, str, list[str]]:
+    flash = rng.choice(timeline.flashes)
+    if task == "colour":
+        return (
+            f"What colour was the {flash.shape} that flashed on screen?",
+            flash.colour,
+            others(SHAPE_COLOURS, flash.colour),
+        )
+    if task == "shape":
+        return f"Which shape flashed on screen in {flash.colour}?", flash.shape, others(SHAPES, flash.shape)
+    if task == "count":
+        answer = COUNT_WORDS[len(timeline.flashes) - 1]
+        return "How many shapes flashed on screen?", answer, others(COUNT_WORDS, answer)
+    if task == "order":
+        first = timeline.flashes[0].shape
+        return "Which shape flashed first?", first, others(SHAPES, first)
+    if task == "scene":
+        background = timeline.background_at(flash.start)
+        return (
+            f"What was the background colour when the {flash.shape} flashed?",
+            background,
+            others(BACKGROUNDS, background),
+        )
+    raise ValueError(f"unknown recall task {task!r}; expected one of {sorted(RECALL_TASKS)}")
+
+
+def others(pool, answer: str) -> list[str]:
+    return [item for item in pool if item != answer]
+
+
+def qa_rows(timeline: RecallTimeline, spec: RecallSpec, rng: random.Random) -> list[dict]:
+    """VideoMarathon Hub rows (plus `recall_task`) for one video: every recall task, every question type."""
+    rows = []
+    stem = os.path.splitext(timeline.video)[0]
+    for recall_task, task in RECALL_TASKS.items():
+        for question_type in spec.question_types:
+            question, answer, wrong = recall_question(recall_task, timeline, rng)
+            options: list[str] = []
+            if question_type == MULTIPLE_CHOICE:
+                options, answer = multiple_choice(answer, wrong, rng)
+            rows.append(
+                {
+                    "id": f"{stem}-{recall_task}-{question_type}",
+                    "video": timeline.video,
+                    "data_source": SOURCE,
+                    "duration": float(timeline.duration),
+                    "topic": TASK_TOPIC[task],
+                    "task": task,
+                    "recall_task": recall_task,
+                    "question_type": question_type,
+                    "question": question,
+                    "options": options,
+                    "answer": answer,
+                }
+            )
+    return rows
+
+
+def durations(spec: RecallSpec, rng: random.Random) -> list[int]:
+    """Video lengths in whole seconds in [min, max) (exactly min when they are equal): uniform draws, or evenly
+    spread (shuffled) when `stratified`."""
+    low, high = spec.min_minutes * 60, spec.max_minutes * 60
+    if spec.stratified:
+        spread = [round(v) for v in np.linspace(low, high, spec.num_videos, endpoint=False)]
+        rng.shuffle(spread)
+        return spread
+    last = max(round(low), math.ceil(high) - 1)  # [min, max) unless min == max
+    if spec.log_uniform:
+        return [min(round(math.exp(rng.uniform(math.log(low), math.log(high)))), last) for _ in range(spec.num_videos)]
+    return [min(round(rng.uniform(low, high)), last) for _ in range(spec.num_videos)]
+
+
+def write_recall_suite(root: str | os.PathLike, spec: RecallSpec | None = None) -> RecallSuite:
+    """Write the videos (`<root>/videos/recall/<split>_NNNN.mp4`, 1 fps), the Hub rows
+    (`<root>/annotations/recall_qa.jsonl`) and the timelines; rows and timelines atomically. Videos already
+    written by an earlier call with the same spec are kept (they are deterministic), so a killed run resumes; those
+    of another spec are written again."""
+    spec = spec or RecallSpec()
+    root = os.fspath(root)
+    video_root = os.path.join(root, "videos")
+    os.makedirs(os.path.join(video_root, SOURCE), exist_ok=True)
+    timelines_path = os.path.join(root, "annotations", "timelines.json")
+    replaced = forget_videos_of_another_spec(timelines_path, spec, os.path.join(video_root, SOURCE))
+    rng = random.Random(f"recall\0{spec.split}\0{spec.seed}")
+    timelines, rows = [], []
+    for index, duration in enumerate(durations(spec, rng)):
+        video_rng = random.Random(f"recall\0{spec.split}\0{spec.seed}\0{index}")
+        timeline = make_timeline(f"{spec.split}_{index:04d}.mp4", duration, spec, video_rng)
+        path = os.path.join(video_root, SOURCE, timeline.video)
+        if not os.path.exists(path):
+            partial = path + ".partial.mp4"
+            write_video(
+                partial,
+                num_frames=duration,
+                fps=1.0,
+                width=spec.size,
+                height=spec.size,
+                codec=spec.codec,
+                frame_fn=lambda i, w, h, t=timeline: render_frame(t, i, spec.size),
+            )
+            os.replace(partial, path)
+        timelines.append(timeline)
+        rows.extend(qa_rows(timeline, spec, video_rng))
+    annotations = os.path.join(root, "annotations")
+    os.makedirs(annotations, exist_ok=True)
+    hub_rows = os.path.join(annotations, "recall_qa.jsonl")
+    write_json_lines_atomically(hub_rows, rows)
+    write_json_atomically(timelines_path, {"spec": asdict(spec), "timelines": [asdict(t) for t in timelines]})
+    return RecallSuite(root, video_root, hub_rows, timelines_path, timelines, rows, replaced)
+
+
+def forget_videos_of_another_spec(timelines_path: str, spec: RecallSpec, folder: str) -> list[str]:
+    """Delete the videos an earlier call wrote under a different spec (their names are reused); returns their
+    paths relative to the suite's video root, so callers can drop what they derived from them (features)."""
+    if not os.path.exists(timelines_path):
+        return []
+    with open(timelines_path) as handle:
+        earlier = json.load(handle)
+    if earlier.get("spec") == json.loads(json.dumps(asdict(spec))):
+        return []
+    removed = []
+    for timeline in earlier.get("timelines", []):
+        path = os.path.join(folder, timeline["video"])
+        if os.path.exists(path):
+            os.remove(path)
+            removed.append(f"{SOURCE}/{timeline['video']}")
+    return removed
+
+
+def write_json_lines_atomically(path: str, rows: list[dict]) -> None:
+    partial = path + ".partial"
+    with open(partial, "w") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(partial, path)
+
+
+def recall_corpus() -> list[str]:
+    """Text a recall-suite tokenizer is trained on: the chat frame, every question and every answer."""
+    from .videomarathon import MC_PROMPT
+
+    words = [*BACKGROUNDS, *SHAPE_COLOURS, *SHAPES, *COUNT_WORDS]
+    questions = [
+        f"What colour was the {s} that flashed on screen? Which shape flashed on screen in {c}? "
+        f"What was the background colour when the {s} flashed? How many shapes flashed on screen? "
+        "Which shape flashed first?"
+        for s in SHAPES
+        for c in SHAPE_COLOURS
+    ]
+    chat = "system You are a helpful assistant. user assistant The video lasts for 12.50 seconds, and 128 frames "
+    chat += "are uniformly sampled from it. Please answer the following questions related to this video."
+    options = " ".join(f"{chr(ord('A') + i)}. {word}" for i, word in enumerate(words))
+    return [*questions, chat, options, MC_PROMPT, " ".join(words)] * 20

@@ -1,0 +1,105 @@
+"""The recall suite says what its rows claim: answers read back from decoded pixels, disjoint splits, resumable."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from dataset_builder.recall_suite import (
+    COUNT_WORDS,
+    RECALL_TASKS,
+    RecallSpec,
+    answers_from_frames,
+    write_recall_suite,
+)
+from dataset_builder.videomarathon import MULTIPLE_CHOICE, OPEN_ENDED, VideoMarathon
+from hour_llava_lmms.tasks.recall import doc_to_text, is_correct
+from modeling_hour_llava.video_loading_hour_llava import decode_frames
+
+SHORT = {"min_minutes": 5.0, "max_minutes": 6.0, "size": 32}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    return write_recall_suite(tmp_path_factory.mktemp("recall"), RecallSpec(num_videos=3, seed=5, **SHORT))
+
+
+def test_every_answer_is_what_the_decoded_frames_show(suite):
+    for timeline in suite.timelines:
+        frames, _, _ = decode_frames(os.path.join(suite.video_root, "recall", timeline.video), size=32, min_frames=1)
+        frames = frames.permute(0, 2, 3, 1).numpy()
+        assert len(frames) == timeline.duration  # 1 fps, one frame per second
+        seen = answers_from_frames(frames, timeline)
+        flashes = dict(item.split(":", 1) for item in seen["shapes"].split(","))
+        rows = {row["id"].split("-", 1)[1]: row for row in suite.rows if row["video"] == timeline.video}
+        assert rows["count-open-ended"]["answer"] == seen["count"]
+        assert rows["order-open-ended"]["answer"] == seen["order"]
+        colour_row = rows["colour-open-ended"]
+        shape = colour_row["question"].split(" the ")[1].split(" ")[0]
+        assert flashes[shape].split(":")[0] == colour_row["answer"]
+        scene_row = rows["scene-open-ended"]
+        shape = scene_row["question"].split(" the ")[-1].split(" ")[0]
+        assert flashes[shape].split(":")[1] == scene_row["answer"]
+        shape_row = rows["shape-open-ended"]
+        colour = shape_row["question"].rstrip("?").split(" in ")[-1]
+        assert [s for s, v in flashes.items() if v.split(":")[0] == colour] == [shape_row["answer"]]
+
+
+def test_each_video_gets_every_task_in_both_forms_and_flashes_are_brief(suite):
+    for timeline in suite.timelines:
+        rows = [row for row in suite.rows if row["video"] == timeline.video]
+        assert {(r["recall_task"], r["question_type"]) for r in rows} == {
+            (task, kind) for task in RECALL_TASKS for kind in (OPEN_ENDED, MULTIPLE_CHOICE)
+        }
+        assert 1 <= len(timeline.flashes) <= len(COUNT_WORDS)
+        assert all(2 <= f.end - f.start <= 3 for f in timeline.flashes)
+        assert 300 <= timeline.duration < 360
+        # Scene cuts outnumber flash frames: keyframe selection has to choose between them.
+        assert len(timeline.scenes) > 2 * len(timeline.flashes)
+        for row in rows:
+            if row["question_type"] == MULTIPLE_CHOICE:
+                assert 3 <= len(row["options"]) <= 4 and len({o[3:] for o in row["options"]}) == len(row["options"])
+                assert row["answer"] in "ABCD"
+
+
+def test_train_and_test_never_share_a_video_and_stratified_lengths_cover_the_span(tmp_path):
+    train = write_recall_suite(tmp_path / "train", RecallSpec(num_videos=2, split="train", **SHORT))
+    test = write_recall_suite(tmp_path / "test", RecallSpec(num_videos=4, split="test", stratified=True, **SHORT))
+    assert not {t.video for t in train.timelines} & {t.video for t in test.timelines}
+    assert sorted(t.duration for t in test.timelines) == [300, 315, 330, 345]
+
+
+def test_a_rerun_keeps_its_videos_and_a_changed_spec_rewrites_them(tmp_path):
+    spec = RecallSpec(num_videos=2, **SHORT)
+    first = write_recall_suite(tmp_path, spec)
+    path = os.path.join(first.video_root, "recall", first.timelines[0].video)
+    stamp = os.stat(path).st_mtime_ns
+    again = write_recall_suite(tmp_path, spec)
+    assert os.stat(path).st_mtime_ns == stamp and again.replaced == [] and again.rows == first.rows
+    changed = write_recall_suite(tmp_path, RecallSpec(num_videos=2, seed=9, **SHORT))
+    assert sorted(changed.replaced) == sorted(f"recall/{t.video}" for t in first.timelines)
+    assert os.stat(path).st_mtime_ns != stamp
+
+
+def test_the_rows_load_with_the_videomarathon_builder(suite, tmp_path):
+    builder = VideoMarathon(config_name="qa", cache_dir=str(tmp_path), annotations=suite.hub_rows,
+                            video_root=suite.video_root, validation_fraction=0.0)  # fmt: skip
+    builder.download_and_prepare()
+    rows = builder.as_dataset(split="train")
+    assert len(rows) == len(suite.rows) == 30
+    assert rows[0]["messages"][0]["content"][0]["path"].startswith("recall/")
+
+
+def test_the_lmms_eval_task_scores_replies_the_way_the_model_is_trained_to_answer(suite):
+    open_row = next(r for r in suite.rows if r["question_type"] == OPEN_ENDED)
+    choice_row = next(r for r in suite.rows if r["question_type"] == MULTIPLE_CHOICE)
+    assert doc_to_text(open_row) == open_row["question"]
+    assert doc_to_text(choice_row).splitlines()[1:5] == choice_row["options"]
+    assert is_correct(open_row, open_row["answer"].capitalize() + ".")
+    assert not is_correct(open_row, "nothing")
+    assert is_correct(choice_row, choice_row["answer"])
+    wrong = next(letter for letter in "ABCD" if letter != choice_row["answer"])
+    assert not is_correct(choice_row, wrong)
+    assert np.isfinite(open_row["duration"])
