@@ -1,13 +1,18 @@
-"""Hour-LLaVA on one hour of video, end to end, on the CPU: decode at 1 fps, encode once, ask several questions.
+"""Hour-LLaVA on an hour of video, end to end, offline, on the CPU: the package's embedded default model answers
+questions about a few seconds of a long video.
 
-    make demo                      # or: .venv/bin/python demo.py --minutes 60 --questions 3
+    make demo                      # or: .venv/bin/python demo.py --minutes 60 --seed 0
 
-It writes a synthetic video (cached under --workdir), runs the processor (1-fps decoding, chat template, placeholder
-expansion), encodes the video once into a reusable memory, and answers each question from that memory, printing
-the token budget and the time of every step.
+It writes a long video of the recall suite (`dataset_builder.recall_suite`: solid-colour scenes with one to three
+coloured shapes flashed for 2 or 3 seconds each, cached under --workdir), loads the embedded model
+(`checkpoints/hour-llava-recall-tiny`, trained on the suite by `benchmarks/recall_ablation.py`) the way any Hub
+checkpoint loads, with `AutoModelForImageTextToText.from_pretrained(..., trust_remote_code=True)`, decodes the video
+at 1 fps, encodes it once into its memory repository and answers every recall question from that memory, printing
+the truth next to each answer, the token budget and the time of every step.
 
-Until the trained default model lands, the model is tiny and randomly initialised (seeded): the token counts and
-timings are real, the answers are not.
+The model is tiny (4 MB: a frozen random 2-layer vision tower, projector, 2 MemAug blocks and a 2-layer decoder
+over a 600-token vocabulary) and knows only this kind of video and question; its accuracy on held-out videos of 5
+to 60 minutes is in benchmarks/results/recall_ablation.json. `--model` runs any other Hour-LLaVA checkpoint.
 """
 
 from __future__ import annotations
@@ -17,133 +22,88 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import SiglipImageProcessor
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from dataset_builder.synthetic_video import write_video
-from dataset_builder.tiny_tokenizer import build_tokenizer
-from modeling_hour_llava import (
-    HourLlavaConfig,
-    HourLlavaForConditionalGeneration,
-    HourLlavaProcessor,
-    HourLlavaVideoProcessor,
-    probe_video,
-    video_token_budget,
-)
+from dataset_builder.recall_suite import RECALL_TASKS, RecallSpec, write_recall_suite
+from modeling_hour_llava import video_token_budget
 
-QUESTIONS = [
-    "What colour is the square?",
-    "Which shape appears after the red scene?",
-    "How many times does it appear?",
-    "What happens at the end of the video?",
-]
-
-
-def tiny_random_model(tokenizer) -> HourLlavaForConditionalGeneration:
-    """The paper's geometry (SigLIP 384 px / 14 px patches, 8x8 memory grid, 4 MemAug blocks), tiny widths."""
-    config = HourLlavaConfig(
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 384,
-            "patch_size": 14,
-        },
-        text_config={
-            "model_type": "qwen2",
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "vocab_size": len(tokenizer),
-        },
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-    )
-    torch.manual_seed(0)
-    return HourLlavaForConditionalGeneration(config).eval()
+ROOT = Path(__file__).resolve().parent
+DEFAULT_MODEL = ROOT / "checkpoints" / "hour-llava-recall-tiny"
 
 
 def seconds_since(start: float) -> str:
-    return f"{time.perf_counter() - start:6.1f} s"
+    return f"{time.perf_counter() - start:6.2f} s"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=10.0, help="length of the synthetic video (60 for an hour)")
-    parser.add_argument("--questions", type=int, default=3, choices=range(1, len(QUESTIONS) + 1))
-    parser.add_argument("--max-new-tokens", type=int, default=8)
-    parser.add_argument("--workdir", type=Path, default=Path(".cache/demo"))
-    args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    parser.add_argument("--minutes", type=float, default=60.0, help="length of the video (5 to 60 minutes)")
+    parser.add_argument("--seed", type=int, default=0, help="which video (the suite's content is seeded)")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder or Hub id")
+    parser.add_argument("--max-new-tokens", type=int, default=4)
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".cache" / "demo")
+    args = parser.parse_args(argv)
+    if not 5 <= args.minutes <= 60:
+        parser.error(f"--minutes {args.minutes}: the suite's videos are 5 to 60 minutes long")
+    return args
 
-    seconds = int(args.minutes * 60)
-    video = args.workdir / f"synthetic_{seconds}s.mp4"
-    if not video.exists():
-        start = time.perf_counter()
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        partial = video.with_suffix(".partial.mp4")
-        write_video(partial, num_frames=seconds * 2, fps=2, width=192, height=108)
-        partial.replace(video)
-        print(f"wrote {video} ({seconds} s at 2 fps)          {seconds_since(start)}")
 
-    tokenizer = build_tokenizer()
-    model = tiny_random_model(tokenizer)
-    processor = HourLlavaProcessor(
-        image_processor=SiglipImageProcessor(),
-        tokenizer=tokenizer,
-        video_processor=HourLlavaVideoProcessor(),
-        token_geometry=HourLlavaProcessor.geometry_from_config(model.config),
-    )
+def demo_spec(minutes: float, seed: int) -> RecallSpec:
+    """One recall-suite video of exactly `minutes` (whole seconds), its content drawn from `seed`."""
+    return RecallSpec(num_videos=1, min_minutes=minutes, max_minutes=minutes, split="demo", seed=seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    spec = demo_spec(args.minutes, args.seed)
+    suite = write_recall_suite(args.workdir / f"{args.minutes:g}min-seed{args.seed}", spec)
+    timeline = suite.timelines[0]
+    video = str(Path(suite.video_root) / "recall" / timeline.video)
+    flashes = ", ".join(f"{f.colour} {f.shape} at {f.start // 60}:{f.start % 60:02d}" for f in timeline.flashes)
+    print(f"video: {video}\n  {timeline.duration // 60} min {timeline.duration % 60} s, {len(timeline.scenes)} scenes; "
+          f"flashes ({flashes}) are {sum(f.end - f.start for f in timeline.flashes)} s of it   "
+          f"{seconds_since(start)}")  # fmt: skip
 
     start = time.perf_counter()
-    first = [
-        {"role": "user", "content": [{"type": "video", "path": str(video)}, {"type": "text", "text": QUESTIONS[0]}]}
-    ]
-    batch = processor.apply_chat_template(
-        first, tokenize=True, return_dict=True, return_tensors="pt", add_generation_prompt=True
-    )
-    frames = batch["pixel_values_videos"]
-    info = probe_video(video)
-    durations = [info.num_frames / info.fps]
-    print(
-        f"decoded {frames.shape[0]} frames (1 fps, at least 128), {tuple(frames.shape[1:])} uint8"
-        f"   {seconds_since(start)}"
-    )
+    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+    model = AutoModelForImageTextToText.from_pretrained(args.model, trust_remote_code=True).eval()
+    print(f"loaded {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters)   "
+          f"{seconds_since(start)}")  # fmt: skip
 
     start = time.perf_counter()
+    stream = processor.video_processor.open_stream(video)
     with torch.inference_mode():
-        memory = model.encode_video(pixel_values_videos=frames, video_num_frames=batch["video_num_frames"])
-    print(f"encoded the video once (SigLIP, 8x8 pooling, projector)          {seconds_since(start)}")
-    memory_tokens, decoder_tokens = video_token_budget(frames.shape[0], model.config)
-    print(f"memory repository: {memory_tokens:,} tokens; decoder sees {decoder_tokens:,} video tokens")
+        memory = model.encode_video(video_streams=[stream])
+    num_frames = memory.num_frames[0]
+    print(f"decoded {num_frames} frames at 1 fps and encoded them once (tower, pooling, projector)   "
+          f"{seconds_since(start)}")  # fmt: skip
+    memory_tokens, decoder_tokens = video_token_budget(num_frames, model.config)
+    print(f"memory repository: {memory_tokens:,} tokens; after forgetting the decoder sees {decoder_tokens:,} "
+          f"video tokens ({100 * decoder_tokens / memory_tokens:.1f} %); MemAug reads the whole memory")  # fmt: skip
 
-    for question in QUESTIONS[: args.questions]:
+    correct = 0
+    rows = [r for r in suite.rows if r["question_type"] == "open-ended"]
+    for row in rows:
         start = time.perf_counter()
-        messages = [
-            {"role": "user", "content": [{"type": "video", "path": str(video)}, {"type": "text", "text": question}]}
-        ]
+        messages = [{"role": "user", "content": [{"type": "video", "path": video},
+                                                 {"type": "text", "text": row["question"]}]}]  # fmt: skip
         text = processor.apply_chat_template(messages, add_generation_prompt=True)
         # The memory stands in for the frames: only the text is tokenized, nothing is decoded again.
-        prompt = processor.text_for_encoded_videos(
-            text, batch["video_num_frames"].tolist(), durations, return_tensors="pt"
-        )
+        prompt = processor.text_for_encoded_videos(text, [num_frames], [float(timeline.duration)], return_tensors="pt")
         with torch.inference_mode():
-            output = model.generate(
-                **prompt,
-                video_memory=memory,
-                max_new_tokens=args.max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        answer = tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
-        print(
-            f"Q: {question}\nA: {answer!r} (random weights)    prompt {prompt['input_ids'].shape[1]:,} tokens"
-            f"    {seconds_since(start)}"
-        )
+            output = model.generate(**prompt, video_memory=memory, max_new_tokens=args.max_new_tokens,
+                                    do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)  # fmt: skip
+        answer = processor.tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
+        answer = answer.strip().split()[0].strip(".").lower() if answer.strip() else ""
+        right = answer == row["answer"]
+        correct += right
+        verdict = "right" if right else "WRONG"
+        print(f"Q: {row['question']}\nA: {answer}   (truth: {row['answer']}; {verdict})   [{row['recall_task']}] "
+              f"{prompt['input_ids'].shape[1]:,} prompt tokens   {seconds_since(start)}")  # fmt: skip
+    print(f"{correct} of {len(rows)} answers right ({len(RECALL_TASKS)} recall tasks)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

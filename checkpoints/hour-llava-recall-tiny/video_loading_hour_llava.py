@@ -1,0 +1,482 @@
+"""Decoding hour-long videos at 1 frame per second without holding full-resolution frames.
+
+`probe_video` reads the container's metadata (demuxing, never decoding, when the stream hides its length);
+`sample_frame_indices` is the reference's sampling rule; `decode_frames` decodes only what the sampled frames need
+and resizes each one while decoding, into one preallocated uint8 tensor (an hour at 384 px is 1.6 GB);
+`open_frame_stream` plans the same frames and decodes them chunk by chunk (a `FrameStream`), so an hour reaches the
+vision tower with one chunk in memory.
+
+Backends: torchcodec when FFmpeg's shared libraries are present, PyAV (which ships its own FFmpeg) otherwise;
+`backend="pyav" | "torchcodec" | "auto"` overrides. The PyAV path uses every core: the sampled frames are cut into
+one time range per core, each decoded by its own decoder that seeks to the keyframe before its range (PyAV releases
+the GIL while decoding); between samples it skips non-reference frames, and it converts only the sampled frames.
+Ranges give the bytes of one sequential decode (`tests/test_video_loading.py`).
+
+Every failure is a `VideoDecodeError` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import torch
+
+BACKENDS = ("auto", "pyav", "torchcodec")
+# A worker decodes at least this many sampled frames: fewer are not worth a seek and a decoder of their own.
+MIN_FRAMES_PER_WORKER = 16
+
+
+class VideoDecodeError(ValueError):
+    """A video that cannot be used: `path` names the file, `reason` says why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = os.fspath(path), reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass
+class VideoLimits:
+    """What a sane video looks like; anything outside is refused instead of decoded."""
+
+    max_duration: float = 24 * 3600.0
+    max_fps: float = 1000.0
+    max_frames: int = 10_000_000
+
+
+@dataclass
+class VideoInfo:
+    """Metadata of a video stream. `num_frames` and `duration` are estimates where the container has none."""
+
+    path: str
+    fps: float
+    num_frames: int
+    duration: float
+    width: int
+    height: int
+    start_time: float = 0.0
+
+
+def sample_frame_indices(
+    num_frames: int, fps: float, sample_fps: float = 1.0, min_frames: int = 128, max_frames: int | None = None
+) -> np.ndarray:
+    """The reference's sampling: every `round(fps / sample_fps)`-th frame; when that gives fewer than `min_frames`,
+    `min(total, min_frames)` frames spread evenly instead; no upper bound unless `max_frames` is given (then an even
+    subsample). Returns ascending frame indices (int64)."""
+    if num_frames < 1:
+        return np.zeros(0, np.int64)
+    step = max(1, round(fps / sample_fps))
+    indices = np.arange(0, num_frames, step, dtype=np.int64)
+    if len(indices) < min_frames:
+        indices = np.linspace(0, num_frames - 1, min(num_frames, min_frames), dtype=np.int64)
+    if max_frames is not None and len(indices) > max_frames:
+        indices = indices[np.linspace(0, len(indices) - 1, max_frames, dtype=np.int64)]
+    return indices
+
+
+@functools.lru_cache(maxsize=1)
+def torchcodec_available() -> bool:
+    """True when torchcodec imports and finds FFmpeg's shared libraries."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except Exception:  # ImportError, or OSError/RuntimeError when FFmpeg's libraries are missing
+        return False
+    return True
+
+
+def resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"video backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "auto":
+        return "torchcodec" if torchcodec_available() else "pyav"
+    if backend == "torchcodec" and not torchcodec_available():
+        raise ImportError("torchcodec is not usable here (not installed, or FFmpeg's shared libraries are missing)")
+    return backend
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise VideoDecodeError(path, "file not found")
+    if os.path.isdir(path):
+        raise VideoDecodeError(path, "is a directory, not a video file")
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError(path, "empty file (0 bytes)")
+
+
+def _open(path: str) -> av.container.InputContainer:
+    _check_file(path)
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except av.FFmpegError as error:
+        raise VideoDecodeError(path, f"not a readable video container ({error})") from error
+
+
+def _video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        raise VideoDecodeError(path, "no video stream (audio-only or data file)")
+    return container.streams.video[0]
+
+
+def probe_video(path: str | os.PathLike, limits: VideoLimits | None = None) -> VideoInfo:
+    """Frame rate, frame count, duration, size and rotation of the first video stream.
+
+    Where the container stores no frame count or duration (webm, mkv, some avi), they are derived from each other,
+    and as a last resort from demuxing every packet (no decoding). Absurd values are refused.
+    """
+    path, limits = os.fspath(path), limits or VideoLimits()
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        start = float(stream.start_time * time_base) if stream.start_time is not None and time_base else 0.0
+        duration = float(stream.duration * time_base) if stream.duration and time_base else 0.0
+        if not duration and container.duration:
+            duration = container.duration / av.time_base
+        num_frames = int(stream.frames or 0)
+        if not num_frames and duration and fps:
+            num_frames = int(round(duration * fps))
+        if not num_frames or not fps:
+            num_frames, last_pts = _count_packets(container, stream, path)
+            if not fps and last_pts > start and num_frames > 1:
+                fps = (num_frames - 1) / (last_pts - start)
+            duration = duration or (num_frames / fps if fps else 0.0)
+        if not duration and fps:
+            duration = num_frames / fps
+        info = VideoInfo(
+            path=path,
+            fps=fps,
+            num_frames=num_frames,
+            duration=duration,
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            start_time=start,
+        )
+    _check_info(info, limits)
+    return info
+
+
+def _count_packets(container, stream, path: str) -> tuple[int, float]:
+    count, last = 0, 0.0
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                count += 1
+                if packet.pts is not None:
+                    last = max(last, float(packet.pts * packet.time_base))
+    except av.FFmpegError as error:
+        raise VideoDecodeError(path, f"damaged stream while counting frames ({error})") from error
+    return count, last
+
+
+def _check_info(info: VideoInfo, limits: VideoLimits) -> None:
+    if info.num_frames < 1:
+        raise VideoDecodeError(info.path, "the video stream has zero frames")
+    if not info.fps or not math.isfinite(info.fps) or info.fps > limits.max_fps:
+        raise VideoDecodeError(info.path, f"absurd frame rate {info.fps!r} fps")
+    if not math.isfinite(info.duration) or info.duration > limits.max_duration:
+        raise VideoDecodeError(info.path, f"absurd duration {info.duration:.0f} s (limit {limits.max_duration:.0f} s)")
+    if info.num_frames > limits.max_frames:
+        raise VideoDecodeError(info.path, f"absurd frame count {info.num_frames} (limit {limits.max_frames})")
+    if info.width < 1 or info.height < 1:
+        raise VideoDecodeError(info.path, f"invalid frame size {info.width}x{info.height}")
+
+
+def _displayed(frame: av.VideoFrame, height: int, width: int) -> np.ndarray:
+    """The frame as shown: resized to (height, width) and turned by its display matrix (phones store portrait
+    video sideways and say so there). (H, W, 3) uint8."""
+    quarter_turns = round(frame.rotation / 90) % 4 if frame.rotation else 0
+    if quarter_turns % 2:
+        height, width = width, height
+    image = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+    return np.ascontiguousarray(np.rot90(image, k=quarter_turns)) if quarter_turns else image
+
+
+def _seek_before(container, stream, seconds: float) -> None:
+    """Put the demuxer on the last keyframe at or before `seconds` (stream time)."""
+    container.seek(max(0, int(seconds / stream.time_base)), stream=stream, backward=True, any_frame=False)
+
+
+def _iter_pyav(
+    info: VideoInfo, targets: np.ndarray, size: tuple[int, int], threads: int, seek: bool = False
+) -> Iterator[tuple[int, np.ndarray, float]]:
+    """Yield (target index, (H, W, 3) uint8 frame, its time) for every target time, in order.
+
+    A target takes the first frame shown at or after it (within half a frame). Between targets, the decoder drops
+    non-reference frames (nothing depends on them), and only the chosen frames are converted and resized. With
+    `seek`, decoding starts at the keyframe before the first target; where the container cannot seek precisely (the
+    first frame comes after the target) it starts over from the beginning.
+    """
+    height, width = size
+    half_frame = 0.5 / info.fps
+    # Frames still in flight: reordering (B-frames) and frame threads; decode everything this close to a target.
+    margin = (threads + 4) / info.fps
+    with _open(info.path) as container:
+        stream = _video_stream(container, info.path)
+        stream.thread_type = "AUTO" if threads > 1 else "SLICE"
+        stream.codec_context.thread_count = threads
+        context = stream.codec_context
+        k, total, checked = 0, len(targets), not seek
+        try:
+            if seek:
+                _seek_before(container, stream, targets[0] + info.start_time - margin)
+            for packet in container.demux(stream):
+                if packet.dts is not None:
+                    time = float(packet.dts * packet.time_base) - info.start_time
+                    context.skip_frame = "NONREF" if time < targets[k] - margin else "DEFAULT"
+                for frame in packet.decode():
+                    time = float(frame.time) - info.start_time if frame.time is not None else None
+                    if time is None:
+                        continue
+                    if not checked:
+                        checked = True
+                        if time > targets[0] + half_frame:  # the seek overshot: start over without it
+                            yield from _iter_pyav(info, targets, size, threads, seek=False)
+                            return
+                    if time < targets[k] - half_frame:
+                        continue
+                    image = _displayed(frame, height, width)
+                    while k < total and time >= targets[k] - half_frame:
+                        yield k, image, time
+                        k += 1
+                    if k == total:
+                        return
+        except av.FFmpegError as error:
+            if seek and not checked:
+                yield from _iter_pyav(info, targets, size, threads, seek=False)
+                return
+            if k == 0:
+                raise VideoDecodeError(info.path, f"undecodable video stream ({error})") from error
+            # A damaged tail: the caller decides whether what was decoded covers the video.
+
+
+def _iter_torchcodec(
+    info: VideoInfo, targets: np.ndarray, size: tuple[int, int], threads: int, chunk: int = 256
+) -> Iterator[tuple[int, np.ndarray, float]]:
+    try:  # inside `try`, so transformers' remote-code import check does not demand torchcodec from Hub users
+        from torchcodec.decoders import VideoDecoder
+        from torchcodec.transforms import Resize
+    except ImportError as error:
+        raise ImportError("the torchcodec backend needs torchcodec; use backend='pyav'") from error
+
+    try:
+        decoder = VideoDecoder(
+            info.path, seek_mode="approximate", num_ffmpeg_threads=threads, transforms=[Resize(size=size)]
+        )
+        last = decoder.metadata.end_stream_seconds or info.duration
+        for start in range(0, len(targets), chunk):
+            times = np.minimum(targets[start : start + chunk] + info.start_time, max(last - 1e-3, 0.0))
+            batch = decoder.get_frames_played_at(seconds=times.tolist())
+            for offset in range(batch.data.shape[0]):
+                yield start + offset, batch.data[offset].permute(1, 2, 0).numpy(), float(batch.pts_seconds[offset])
+    except (RuntimeError, ValueError, IndexError) as error:
+        raise VideoDecodeError(info.path, f"torchcodec could not decode ({error})") from error
+
+
+def _fill(iterator: Iterator[tuple[int, np.ndarray, float]], frames: torch.Tensor, times: np.ndarray) -> int:
+    """Write what `iterator` yields into frames (n, 3, H, W) and times (n,); returns how many were filled."""
+    filled = 0
+    for k, image, time in iterator:
+        frames[k] = torch.from_numpy(image).permute(2, 0, 1)
+        times[k] = time
+        filled = k + 1
+    return filled
+
+
+def _split(count: int, parts: int, min_part: int) -> list[tuple[int, int]]:
+    """[0, count) as at most `parts` contiguous ranges of at least `min_part` items."""
+    parts = max(1, min(parts, count // max(min_part, 1)))
+    bounds = np.linspace(0, count, parts + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def _decode_into(
+    info: VideoInfo,
+    targets: np.ndarray,
+    size: tuple[int, int],
+    backend: str,
+    workers: int,
+    frames: torch.Tensor,
+    times: np.ndarray,
+    resume: bool,
+) -> int:
+    """Decode `targets` into frames / times and return how many, counted from the first, were decoded.
+
+    PyAV: the targets are cut into one contiguous time range per worker, each decoded by its own single-threaded
+    decoder that seeks to the keyframe before its range (PyAV releases the GIL while decoding). `resume` says the
+    first range does not start at the beginning of the video and must seek too.
+    """
+    if backend != "pyav":
+        return _fill(_iter_torchcodec(info, targets, size, workers), frames, times)
+    ranges = _split(len(targets), workers, MIN_FRAMES_PER_WORKER)
+    if len(ranges) == 1:
+        return _fill(_iter_pyav(info, targets, size, workers, seek=resume), frames, times)
+
+    inference = torch.is_inference_mode_enabled()  # thread-local: workers writing into the caller's tensor need it
+
+    def run(bounds: tuple[int, int]) -> int:
+        a, b = bounds
+        with torch.inference_mode(inference):
+            return _fill(_iter_pyav(info, targets[a:b], size, 1, seek=resume or a > 0), frames[a:b], times[a:b])
+
+    with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="hour-llava-decode") as pool:
+        filled = list(pool.map(run, ranges))
+    for (a, b), count in zip(ranges, filled, strict=True):
+        if a + count < b:
+            return a + count
+    return len(targets)
+
+
+def _check_coverage(info: VideoInfo, targets: np.ndarray, times: np.ndarray, decoded: int, sample_fps: float) -> None:
+    """Refuse a stream that ends well before the targets; a few missing frames at the very end (metadata slop) are
+    tolerated and later repeat the last decoded frame."""
+    if decoded == 0:
+        raise VideoDecodeError(info.path, "no decodable frames")
+    if decoded < len(targets):
+        covered = times[decoded - 1]
+        slack = max(2.0 / info.fps, 2.0 / sample_fps)
+        if targets[-1] - covered > slack:
+            raise VideoDecodeError(
+                info.path, f"truncated: frames end at {covered:.2f} s, but the video claims {info.duration:.2f} s"
+            )
+
+
+class FrameStream:
+    """The sampled frames of one video, decoded on demand `chunk_frames` at a time.
+
+    `num_frames`, `duration` and `info` are known before any decoding (from the container), so prompts can be built
+    first; iterating yields uint8 chunks (t, 3, H, W) in order, so the vision side sees an hour of video while at
+    most one chunk is held (512 frames at 384 px: 226 MB). `times` holds each frame's presentation time once decoded.
+    """
+
+    def __init__(
+        self,
+        info: VideoInfo,
+        indices: np.ndarray,
+        size: tuple[int, int],
+        sample_fps: float,
+        backend: str,
+        workers: int,
+        chunk_frames: int,
+    ):
+        self.info, self.size, self.sample_fps = info, size, sample_fps
+        self.backend, self.workers, self.chunk_frames = backend, workers, chunk_frames
+        self.indices = indices
+        self.targets = indices / info.fps
+        self.times = np.full(len(indices), np.nan)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.targets)
+
+    @property
+    def duration(self) -> float:
+        """Seconds, as the time instruction states them (frames / frame rate, the reference's)."""
+        return self.info.num_frames / self.info.fps
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def decode_all(self) -> torch.Tensor:
+        """Every sampled frame in one preallocated tensor (T, 3, H, W) uint8."""
+        frames = torch.empty((self.num_frames, 3, *self.size), dtype=torch.uint8)
+        decoded = _decode_into(
+            self.info, self.targets, self.size, self.backend, self.workers, frames, self.times, False
+        )
+        self._finish(frames, decoded, 0)
+        return frames
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for start in range(0, self.num_frames, self.chunk_frames):
+            stop = min(start + self.chunk_frames, self.num_frames)
+            frames = torch.empty((stop - start, 3, *self.size), dtype=torch.uint8)
+            decoded = _decode_into(
+                self.info,
+                self.targets[start:stop],
+                self.size,
+                self.backend,
+                self.workers,
+                frames,
+                self.times[start:stop],
+                start > 0,
+            )
+            self._finish(frames, decoded, start)
+            yield frames
+
+    def _finish(self, frames: torch.Tensor, decoded: int, start: int) -> None:
+        """Check coverage of a decoded chunk starting at frame `start`; pad a slightly short end."""
+        if decoded < frames.shape[0]:
+            _check_coverage(self.info, self.targets, self.times, start + decoded, self.sample_fps)
+            if decoded == 0:  # the end fell exactly on a chunk boundary
+                frames[:] = self._last_frame
+                self.times[start:] = self.times[start - 1]
+                return
+            frames[decoded:] = frames[decoded - 1]
+            self.times[start + decoded : start + frames.shape[0]] = self.times[start + decoded - 1]
+        self._last_frame = frames[-1].clone()
+
+
+def open_frame_stream(
+    path: str | os.PathLike,
+    size: int | tuple[int, int] = 384,
+    sample_fps: float = 1.0,
+    min_frames: int = 128,
+    max_frames: int | None = None,
+    backend: str = "auto",
+    threads: int = 0,
+    limits: VideoLimits | None = None,
+    info: VideoInfo | None = None,
+    chunk_frames: int = 512,
+) -> FrameStream:
+    """Probe a video and plan its frames (the reference's sampling rule) without decoding any; see [`FrameStream`].
+
+    threads: decoding workers (0: every core).
+    """
+    path = os.fspath(path)
+    info = info or probe_video(path, limits)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    indices = sample_frame_indices(info.num_frames, info.fps, sample_fps, min_frames, max_frames)
+    workers = threads or os.cpu_count() or 1
+    return FrameStream(info, indices, size, sample_fps, resolve_backend(backend), workers, chunk_frames)
+
+
+def decode_frames(
+    path: str | os.PathLike,
+    size: int | tuple[int, int] = 384,
+    sample_fps: float = 1.0,
+    min_frames: int = 128,
+    max_frames: int | None = None,
+    backend: str = "auto",
+    threads: int = 0,
+    limits: VideoLimits | None = None,
+    info: VideoInfo | None = None,
+) -> tuple[torch.Tensor, VideoInfo, np.ndarray]:
+    """Decode the frames the reference samples, resized while decoding.
+
+    Returns frames (T, 3, H, W) uint8 RGB (as displayed: rotation applied), the video's info, and the presentation time
+    in seconds of every returned frame. A stream that ends well before its stated duration is refused as truncated;
+    a few missing frames at the very end (metadata slop) repeat the last decoded frame.
+    """
+    stream = open_frame_stream(path, size, sample_fps, min_frames, max_frames, backend, threads, limits, info)
+    frames = stream.decode_all()
+    return frames, stream.info, stream.times
+
+
+__all__ = [
+    "FrameStream",
+    "VideoDecodeError",
+    "VideoInfo",
+    "VideoLimits",
+    "decode_frames",
+    "open_frame_stream",
+    "probe_video",
+    "resolve_backend",
+    "sample_frame_indices",
+    "torchcodec_available",
+]

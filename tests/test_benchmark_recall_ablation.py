@@ -1,0 +1,53 @@
+"""The recall ablation end to end at toy scale: suites, features, train.py and evaluate.py per variant and seed, and a
+table that is what the lmms-eval sample logs say; a rerun reuses every finished step."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.recall_ablation import accuracies, sample_log  # noqa: E402
+
+ARGS = ["--variants", "memaug", "keyframe", "--seeds", "0", "1", "--train-videos", "4", "--test-videos", "2",
+        "--min-minutes", "5", "--max-minutes", "6", "--max-steps", "2", "--batch-size", "2", "--jobs", "2"]  # fmt: skip
+
+
+def run(tmp_path: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "benchmarks/recall_ablation.py", "--workdir", str(tmp_path / "work"),
+               "--json", str(tmp_path / "out.json"), "--markdown", str(tmp_path / "out.md"), *ARGS]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env, check=False)
+
+
+@pytest.mark.slow
+def test_the_ablation_table_is_what_the_sample_logs_say_and_a_rerun_reuses_everything(tmp_path):
+    result = run(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "out.json").read_text())
+    work = tmp_path / "work"
+    for variant in ("memaug", "keyframe"):
+        for seed in (0, 1):
+            logged = accuracies(sample_log(str(work / "runs" / f"{variant}-seed{seed}" / "eval")))
+            assert report["runs"][variant][str(seed)] == logged
+            assert logged.keys() >= {"all", "colour", "count", "open-ended", "multiple-choice"}
+        mean = sum(report["runs"][variant][s]["all"] for s in ("0", "1")) / 2
+        assert report["table"][variant]["all"]["mean"] == pytest.approx(mean)
+    assert "| memaug |" in (tmp_path / "out.md").read_text()
+    # Each run's model is a checkpoint of its variant, trained from an init that shares the one tower.
+    configs = {v: json.loads((work / "runs" / f"{v}-seed0" / "model" / "config.json").read_text()) for v in ARGS[1:3]}
+    assert configs["memaug"]["use_memaug"] and not configs["keyframe"]["use_memaug"]
+    assert configs["keyframe"]["temporal_forgetting_mode"] == "keyframe"
+
+    stamps = {p: p.stat().st_mtime_ns for p in work.rglob("model.safetensors")}
+    again = run(tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "train.py" not in again.stdout and "evaluate.py" not in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("model.safetensors")} == stamps
