@@ -1,10 +1,11 @@
 """The long-video recall suite: 5- to 60-minute videos whose answers hang on a few seconds of content.
 
-Each video is a run of long scenes (a solid background colour, 10 to 40 s each, hundreds of cuts in an hour) with one
+Each video is a run of long scenes (a solid background colour, 10 to 40 s each, about 140 cuts in an hour) with one
 to three brief *flashes*: a coloured shape shown for 2 or 3 seconds at a random place. Every question is about the
-flashes, which the forgetting mechanism is likely to drop: at the suite's token budget (`RECALL_MODEL_CONFIG`,
-64 kept frames) uniform or random frame sampling keeps a 2-second flash of a 60-minute video with a probability of
-about 4 %, and keyframe selection is outbid by the scene cuts, which change the whole frame.
+flashes, which the forgetting mechanism is likely to drop: at the suite's token budget
+(`hour_llava_training.recall.RECALL_MODEL_CONFIG`, 64 kept frames) uniform or random frame sampling keeps a 2-3 s
+flash of a 60-minute video 3 to 5 % of the time, and keyframe selection, which catches the flashes of 10-minute
+videos, spends an hour's 64 frames on the scene cuts (`tests/test_recall_suite.py` measures both).
 
     from dataset_builder.recall_suite import RecallSpec, write_recall_suite
     suite = write_recall_suite("recall/train", RecallSpec(num_videos=200, split="train", seed=1))

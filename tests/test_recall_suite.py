@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from dataset_builder.recall_suite import (
     COUNT_WORDS,
@@ -103,3 +104,41 @@ def test_the_lmms_eval_task_scores_replies_the_way_the_model_is_trained_to_answe
     wrong = next(letter for letter in "ABCD" if letter != choice_row["answer"])
     assert not is_correct(choice_row, wrong)
     assert np.isfinite(open_row["duration"])
+
+
+def test_at_the_suites_budget_frame_selection_misses_an_hours_flashes(tmp_path):
+    """The suite's premise, on the suite's own model: an hour keeps 64 of 3,600 frames, so uniform sampling keeps
+    a 2-3 s flash 3-5 % of the time; keyframe selection (largest change between frame summaries of the projected
+    memory) catches the flashes of 10-minute videos but spends an hour's 64 frames on its ~140 scene cuts."""
+    from hour_llava_training.recall import write_recall_init
+    from modeling_hour_llava import HourLlavaForConditionalGeneration, HourLlavaProcessor
+    from modeling_hour_llava.memory_hour_llava import temporal_forgetting
+
+    model_dir = write_recall_init(tmp_path / "model", "keyframe", seed=0)
+    model = HourLlavaForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = HourLlavaProcessor.from_pretrained(model_dir)
+
+    uniform = set(temporal_forgetting(3600, model.config, mode="uniform").tolist())
+    windows = [set(range(start, start + 2)) for start in range(3599)]
+    assert len(uniform) == 64 and 0.03 < sum(bool(w & uniform) for w in windows) / len(windows) < 0.05
+
+    def keyframe_catches(minutes: int) -> tuple[int, int, int]:
+        """(flashes with a frame among the keyframes, flashes, keyframes on scene cuts) over three videos."""
+        spec = RecallSpec(num_videos=3, min_minutes=minutes, max_minutes=minutes, seed=11)
+        suite = write_recall_suite(tmp_path / f"{minutes}", spec)
+        caught = total = on_cuts = 0
+        for timeline in suite.timelines:
+            stream = processor.video_processor.open_stream(os.path.join(suite.video_root, "recall", timeline.video))
+            with torch.inference_mode():
+                frames = model.encode_video(video_streams=[stream]).frame_tokens[0]
+            kept = set(temporal_forgetting(len(frames), model.config, frame_summaries=frames.mean(1)).tolist())
+            assert len(kept) == 64
+            caught += sum(bool(kept & set(range(f.start, f.end))) for f in timeline.flashes)
+            total += len(timeline.flashes)
+            on_cuts += len(kept & {start for start, _, _ in timeline.scenes[1:]})
+        return caught, total, on_cuts
+
+    caught, total, _ = keyframe_catches(10)
+    assert caught >= total - 1
+    caught, total, on_cuts = keyframe_catches(60)
+    assert caught <= 1 < total and on_cuts > 3 * 50
