@@ -59,7 +59,9 @@ class RecallSpec:
     """How many videos, their lengths (minutes, drawn uniformly, or log-uniformly: as many 5-10 as 30-60 minute
     videos, a curriculum for training; `stratified` spreads them evenly instead), frame
     size (square, pixels), scene and flash lengths (seconds), flashes per video, the split name (prefix of every
-    video file, so train and test never share a video), seed, codec and question types."""
+    video file, so train and test never share a video), seed, codec, question types and recall tasks.
+    flash_start: every video's single flash (needs `max_flashes=1`) starts at this second instead of a random one,
+    a curriculum stage: at second 0 the flash sits where uniform forgetting always looks."""
 
     num_videos: int = 10
     min_minutes: float = 5.0
@@ -75,6 +77,8 @@ class RecallSpec:
     seed: int = 0
     codec: str = "libx264"
     question_types: tuple[str, ...] = (OPEN_ENDED, MULTIPLE_CHOICE)
+    tasks: tuple[str, ...] = tuple(RECALL_TASKS)
+    flash_start: int | None = None
 
 
 @dataclass
@@ -144,6 +148,11 @@ def make_timeline(video: str, duration: int, spec: RecallSpec, rng: random.Rando
         side = rng.randint(round(spec.size * SHAPE_SIDE[0]), round(spec.size * SHAPE_SIDE[1]))
         x, y = rng.randint(0, spec.size - side), rng.randint(0, spec.size - side)
         flashes.append(Flash(begin, begin + length, shapes[k], colours[k], (x, y, x + side, y + side)))
+    if spec.flash_start is not None:
+        if spec.max_flashes != 1:
+            raise ValueError(f"RecallSpec.flash_start={spec.flash_start} needs max_flashes=1, not {spec.max_flashes}")
+        flash = flashes[0]
+        flash.start, flash.end = spec.flash_start, spec.flash_start + (flash.end - flash.start)
     return RecallTimeline(video=video, duration=duration, scenes=scenes, flashes=flashes)
 
 
@@ -185,7 +194,7 @@ def answers_from_frames(frames: np.ndarray, timeline: RecallTimeline) -> dict[st
     size = frames.shape[1]
     for flash in timeline.flashes:
         frame = frames[flash.start].astype(np.float32)
-        background = frames[flash.start - 1].astype(np.float32)
+        background = frames[flash.start - 1 if flash.start else flash.end].astype(np.float32)
         changed = np.abs(frame - background).sum(-1) > 60
         x0, y0, x1, y1 = flash.box
         masks = {shape: shape_mask(shape, flash.box, size) for shape in SHAPES}
@@ -237,7 +246,8 @@ def qa_rows(timeline: RecallTimeline, spec: RecallSpec, rng: random.Random) -> l
     """VideoMarathon Hub rows (plus `recall_task`) for one video: every recall task, every question type."""
     rows = []
     stem = os.path.splitext(timeline.video)[0]
-    for recall_task, task in RECALL_TASKS.items():
+    for recall_task in spec.tasks:
+        task = RECALL_TASKS[recall_task]
         for question_type in spec.question_types:
             question, answer, wrong = recall_question(recall_task, timeline, rng)
             options: list[str] = []

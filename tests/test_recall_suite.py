@@ -106,6 +106,24 @@ def test_the_lmms_eval_task_scores_replies_the_way_the_model_is_trained_to_answe
     assert np.isfinite(open_row["duration"])
 
 
+def test_a_curriculum_stage_puts_the_one_flash_at_the_start_and_asks_only_the_chosen_tasks(tmp_path):
+    spec = RecallSpec(num_videos=2, flash_start=0, max_flashes=1, tasks=("colour", "scene"),
+                      question_types=(OPEN_ENDED,), **SHORT)  # fmt: skip
+    suite = write_recall_suite(tmp_path, spec)
+    assert {(r["recall_task"], r["question_type"]) for r in suite.rows} == {
+        ("colour", OPEN_ENDED),
+        ("scene", OPEN_ENDED),
+    }
+    for timeline in suite.timelines:
+        (flash,) = timeline.flashes
+        assert flash.start == 0 and 2 <= flash.end <= 3
+        frames, _, _ = decode_frames(os.path.join(suite.video_root, "recall", timeline.video), size=32, min_frames=1)
+        seen = answers_from_frames(frames.permute(0, 2, 3, 1).numpy(), timeline)
+        assert seen["shapes"] == f"{flash.shape}:{flash.colour}:{timeline.background_at(0)}"
+    with pytest.raises(ValueError, match="flash_start=0 needs max_flashes=1"):
+        write_recall_suite(tmp_path / "bad", RecallSpec(num_videos=1, flash_start=0, **SHORT))
+
+
 def test_at_the_suites_budget_frame_selection_misses_an_hours_flashes(tmp_path):
     """The suite's premise, on the suite's own model: an hour keeps 64 of 3,600 frames, so uniform sampling keeps
     a 2-3 s flash 3-5 % of the time; keyframe selection (largest change between frame summaries of the projected
