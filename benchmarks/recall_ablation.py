@@ -62,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--jobs", type=int, default=2,
                         help="runs at a time, each single-threaded (an OpenMP team on a busy core stalls)")  # fmt: skip
+    parser.add_argument("--curriculum", action="store_true",
+                        help="train on short one-flash videos first (flash at second 0, then anywhere; "
+                        "benchmarks/recall_curriculum.py), then on the suite")  # fmt: skip
+    parser.add_argument("--curriculum-steps", type=int, default=300, help="steps of each curriculum stage")
     parser.add_argument("--export-seed", type=int, default=None,
                         help="copy MemAug's model of this seed to --export-to (the embedded default)")  # fmt: skip
     parser.add_argument("--export-to", default=os.path.join(ROOT, "checkpoints", "hour-llava-recall-tiny"))
@@ -121,6 +125,10 @@ def prepare_data(args: argparse.Namespace) -> dict[str, str]:
     tower = f"{work}/tower"
     if not os.path.exists(os.path.join(tower, "model.safetensors")):
         write_recall_init(tower, "memaug", seed=0)
+    if args.curriculum:
+        from benchmarks.recall_curriculum import prepare as prepare_curriculum
+
+        prepare_curriculum(f"{work}/curriculum", tower=tower)
     with ThreadPoolExecutor(args.jobs) as pool:  # the two suites side by side, one thread each
         for _ in pool.map(
             lambda suite: run([sys.executable, "-m", "dataset_builder.extract_features", "--model", tower,
@@ -133,7 +141,7 @@ def prepare_data(args: argparse.Namespace) -> dict[str, str]:
 
 
 RUN_SETTINGS = ("train_videos", "test_videos", "min_minutes", "max_minutes", "full_max_minutes", "max_steps",
-                "batch_size", "group_size", "learning_rate")  # fmt: skip
+                "batch_size", "group_size", "learning_rate", "curriculum", "curriculum_steps")  # fmt: skip
 
 
 def forget_run_of_other_settings(args: argparse.Namespace, folder: str) -> None:
@@ -164,19 +172,33 @@ def train_variant(args: argparse.Namespace, paths: dict[str, str], variant: str,
         if not os.path.exists(os.path.join(init, "model.safetensors")):
             write_recall_init(init, variant, seed=seed, tower_from=paths["tower"])
     dataset = f"{args.workdir}/train_chat_short" if variant == "full" else f"{args.workdir}/train_chat"
-    run(
-        [
-            sys.executable, "train.py", "--stage", "stage3", "--model_name_or_path", init, "--dataset", dataset,
-            "--media_root", paths["train_videos"], "--feature_dir", paths["features"], "--output_dir", model,
-            "--max_steps", str(args.max_steps), "--per_device_train_batch_size", str(args.batch_size),
+    start = init
+    if args.curriculum:  # the same two short stages for every variant, then the suite
+        for stage in ("fixed", "moving"):
+            stage_dir = f"{args.workdir}/curriculum/{stage}"
+            out = f"{folder}/curriculum-{stage}"
+            if not os.path.exists(os.path.join(out, "training_summary.json")):
+                run(train_command(args, start, f"{stage_dir}/chat", f"{stage_dir}/videos",
+                                  f"{args.workdir}/curriculum/features", out, seed, args.curriculum_steps, 8),
+                    f"{folder}/curriculum-{stage}.log")  # fmt: skip
+            start = out
+    run(train_command(args, start, dataset, paths["train_videos"], paths["features"], model, seed, args.max_steps,
+                      args.batch_size), f"{folder}/train.log")  # fmt: skip
+    return model
+
+
+def train_command(args, start: str, dataset: str, media: str, features: str, out: str, seed: int, steps: int,
+                  batch: int) -> list[str]:  # fmt: skip
+    """`train.py` stage 3 from `start` on `dataset` (cached features), resumable, single rate, cosine schedule."""
+    return [
+            sys.executable, "train.py", "--stage", "stage3", "--model_name_or_path", start, "--dataset", dataset,
+            "--media_root", media, "--feature_dir", features, "--output_dir", out,
+            "--max_steps", str(steps), "--per_device_train_batch_size", str(batch),
             "--lr_mode", "released", "--learning_rate", str(args.learning_rate), "--warmup_steps", "0.05",
             "--lr_scheduler_type", "cosine", "--seed", str(seed), "--data_seed", str(seed),
             "--save_strategy", "steps", "--save_steps", "250", "--save_total_limit", "1",
             "--resume_from_checkpoint", "auto", "--logging_steps", "25",
-        ],
-        f"{folder}/train.log",
-    )  # fmt: skip
-    return model
+    ]  # fmt: skip
 
 
 def evaluate_variant(args: argparse.Namespace, paths: dict[str, str], variant: str, seed: int, model: str) -> str:

@@ -55,20 +55,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def prepare(work: str) -> None:
-    """The three suites as grouped chat rows (3 questions per sample), their features, and the shared tower."""
+def prepare(work: str, tower: str | None = None) -> None:
+    """The three suites as grouped chat rows (3 questions per sample) and their features, by `tower` (a checkpoint
+    folder; default: a seed-0 recall model written to `<work>/tower`)."""
     from dataset_builder import extract_features
     from dataset_builder.recall_suite import RecallSpec, write_recall_suite
     from dataset_builder.videomarathon import VideoMarathon
     from hour_llava_training.recall import write_recall_init
 
-    tower = f"{work}/tower"
+    tower = tower or f"{work}/tower"
     if not os.path.exists(f"{tower}/model.safetensors"):
         write_recall_init(tower, "memaug", seed=0)
     for name, (videos, seed, start) in SETS.items():
         spec = RecallSpec(num_videos=videos, split=name, seed=seed, flash_start=start, **SHORT)
         suite = write_recall_suite(f"{work}/{name}", spec)
-        chat = f"{work}/{name}/chat.parquet"
+        chat = f"{work}/{name}/chat/train.parquet"
         if suite.replaced or not os.path.exists(chat):
             builder = VideoMarathon(config_name="grouped", cache_dir=f"{work}/{name}/builder", group_size=3,
                                     annotations=suite.hub_rows, video_root=suite.video_root,
@@ -106,7 +107,7 @@ def worker(args: argparse.Namespace, variant: str, seed: int, out: str) -> None:
     for name, parameter in model.named_parameters():
         parameter.requires_grad = not name.startswith("model.vision_tower")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
-    rows = {name: list(datasets.load_dataset("parquet", data_files=f"{work}/{name}/chat.parquet")["train"])
+    rows = {name: list(datasets.load_dataset("parquet", data_files=f"{work}/{name}/chat/train.parquet")["train"])
             for name in SETS}  # fmt: skip
     collate = {name: HourLlavaCollator(processor, media_root=f"{work}/{name}/videos", feature_dir=f"{work}/features")
                for name in SETS}  # fmt: skip
