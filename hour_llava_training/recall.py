@@ -16,7 +16,7 @@ import os
 
 from safetensors.torch import load_file
 
-from dataset_builder.recall_suite import COUNT_WORDS, RECALL_TASKS, recall_corpus
+from dataset_builder.recall_suite import recall_corpus
 from dataset_builder.tiny_tokenizer import build_tokenizer
 
 from .tiny import write_tiny_checkpoint
@@ -88,4 +88,4 @@ def write_recall_init(path: str | os.PathLike, variant: str, seed: int, tower_fr
     )
 
 
-__all__ = ["COUNT_WORDS", "RECALL_MODEL_CONFIG", "RECALL_TASKS", "VARIANTS", "recall_tokenizer", "write_recall_init"]
+__all__ = ["RECALL_MODEL_CONFIG", "VARIANTS", "recall_tokenizer", "write_recall_init"]
