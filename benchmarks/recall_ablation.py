@@ -37,7 +37,7 @@ sys.path.insert(0, ROOT)
 from benchmarks.dataset_building import machine_info  # noqa: E402
 from dataset_builder.media import write_json_atomically  # noqa: E402
 from dataset_builder.recall_suite import RECALL_TASKS, RecallSpec, write_recall_suite  # noqa: E402
-from hour_llava_lmms.evaluation import length_bucket  # noqa: E402
+from hour_llava_lmms.evaluation import length_bucket, write_atomically  # noqa: E402
 from hour_llava_training.recall import VARIANTS, write_recall_init  # noqa: E402
 
 INIT_LOCK = threading.Lock()
@@ -90,8 +90,6 @@ def run(command: list[str], log: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 def prepare_data(args: argparse.Namespace) -> dict[str, str]:
     """Suites, chat rows of the train split (all videos, and the short ones for the bound), tower, features."""
-    import datasets
-
     from dataset_builder import extract_features
     from dataset_builder.videomarathon import VideoMarathon
 
@@ -121,7 +119,7 @@ def prepare_data(args: argparse.Namespace) -> dict[str, str]:
         rows = builder.as_dataset(split="train")
         rows.to_parquet(chat)
         short = rows.filter(lambda row: row["duration"] <= args.full_max_minutes * 60)
-        datasets.Dataset.to_parquet(short, short_chat)
+        short.to_parquet(short_chat)
     tower = f"{work}/tower"
     if not os.path.exists(os.path.join(tower, "model.safetensors")):
         write_recall_init(tower, "memaug", seed=0)
@@ -129,14 +127,14 @@ def prepare_data(args: argparse.Namespace) -> dict[str, str]:
         from benchmarks.recall_curriculum import prepare as prepare_curriculum
 
         prepare_curriculum(f"{work}/curriculum", tower=tower)
+
+    def extract(suite) -> None:
+        run([sys.executable, "-m", "dataset_builder.extract_features", "--model", tower, "--video-root",
+             suite.video_root, "--output-dir", f"{work}/features", "--threads", "1"],
+            f"{work}/logs/features-{os.path.basename(suite.root)}.log")  # fmt: skip
+
     with ThreadPoolExecutor(args.jobs) as pool:  # the two suites side by side, one thread each
-        for _ in pool.map(
-            lambda suite: run([sys.executable, "-m", "dataset_builder.extract_features", "--model", tower,
-                               "--video-root", suite.video_root, "--output-dir", f"{work}/features", "--threads", "1"],
-                              f"{work}/logs/features-{os.path.basename(suite.root)}.log"),
-            (train, test),
-        ):  # fmt: skip
-            pass
+        list(pool.map(extract, (train, test)))
     return {"train_videos": train.video_root, "test": f"{work}/test", "tower": tower, "features": f"{work}/features"}
 
 
@@ -381,10 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(json.dumps(report["verdict"]))
     write_json_atomically(args.json, report)
-    partial = args.markdown + ".partial"
-    with open(partial, "w") as handle:
-        handle.write(text)
-    os.replace(partial, args.markdown)
+    write_atomically(args.markdown, text)
     return 0
 
 

@@ -142,6 +142,21 @@ def files_fingerprint(paths) -> str:
     return digest.hexdigest()
 
 
+def write_jsonl_atomically(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write one JSON object per line to a temporary file in the same folder, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def write_json_atomically(path: str | os.PathLike, data) -> None:
     """Write JSON to a temporary file in the same folder, then rename it over `path` (readers never see half)."""
     path = Path(path)

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .media import write_json_atomically
+from .media import write_json_atomically, write_jsonl_atomically
 from .synthetic_video import write_video
 from .synthetic_videomarathon import BACKGROUNDS, SHAPE_COLOURS, SHAPES, multiple_choice
 from .videomarathon import MULTIPLE_CHOICE, OPEN_ENDED, TASK_TOPIC
@@ -319,7 +319,7 @@ def write_recall_suite(root: str | os.PathLike, spec: RecallSpec | None = None) 
     annotations = os.path.join(root, "annotations")
     os.makedirs(annotations, exist_ok=True)
     hub_rows = os.path.join(annotations, "recall_qa.jsonl")
-    write_json_lines_atomically(hub_rows, rows)
+    write_jsonl_atomically(hub_rows, rows)
     write_json_atomically(timelines_path, {"spec": asdict(spec), "timelines": [asdict(t) for t in timelines]})
     return RecallSuite(root, video_root, hub_rows, timelines_path, timelines, rows, replaced)
 
@@ -340,13 +340,6 @@ def forget_videos_of_another_spec(timelines_path: str, spec: RecallSpec, folder:
             os.remove(path)
             removed.append(f"{SOURCE}/{timeline['video']}")
     return removed
-
-
-def write_json_lines_atomically(path: str, rows: list[dict]) -> None:
-    partial = path + ".partial"
-    with open(partial, "w") as handle:
-        handle.writelines(json.dumps(row) + "\n" for row in rows)
-    os.replace(partial, path)
 
 
 def recall_corpus() -> list[str]:

@@ -26,12 +26,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 
-from ..media import write_json_atomically
+from ..media import write_json_atomically, write_jsonl_atomically
 from ..videomarathon import QUESTION_TYPES, TASK_TOPIC, TOPICS, source_root
 from .backends import Backend, BackendError, ContextOverflowError, Cost
 from .prompts import Prompts
@@ -236,15 +235,6 @@ def state_rows(state: dict) -> list[dict]:
                     }
                 )
     return rows
-
-
-def write_jsonl_atomically(path: str, rows: list[dict]) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".rows.", suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def summarize(states: list[dict], rows_path: str, backends: list[Backend]) -> dict:
