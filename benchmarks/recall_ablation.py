@@ -7,7 +7,8 @@
 1. `dataset_builder.recall_suite`: train and test videos (5 to 60 minutes, 1 fps, disjoint) with their questions;
    the VideoMarathon builder turns the train rows into chat rows.
 2. `dataset_builder.extract_features`: the memory repository of every video, once, with the one frozen tower that
-   every variant shares (`hour_llava_training.recall.write_recall_init`).
+   every variant shares (`hour_llava_training.recall.recall_tower`: pretrained for the suite's world, as the
+   paper's SigLIP is for the real one; `--random-tower` for a random one).
 3. For every variant and seed, `train.py` (stage 3 on the cached features), then `evaluate.py` (lmms-eval's CLI on
    the `recall` task), each a child process exactly as a user would run it.
 4. A table of accuracy per variant, per recall task and per video length (mean and spread over seeds), printed and
@@ -20,6 +21,7 @@ continues from its last checkpoint, so rerunning the command after a kill finish
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -36,9 +38,9 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.dataset_building import machine_info  # noqa: E402
 from dataset_builder.media import write_json_atomically  # noqa: E402
-from dataset_builder.recall_suite import RECALL_TASKS, RecallSpec, write_recall_suite  # noqa: E402
+from dataset_builder.recall_suite import RECALL_TASKS, RecallSpec, grouped_chat, write_recall_suite  # noqa: E402
 from hour_llava_lmms.evaluation import length_bucket, write_atomically  # noqa: E402
-from hour_llava_training.recall import VARIANTS, write_recall_init  # noqa: E402
+from hour_llava_training.recall import VARIANTS, recall_tower, write_recall_init  # noqa: E402
 
 INIT_LOCK = threading.Lock()
 HAND_MADE = ("uniform", "random", "keyframe", "question")
@@ -66,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="train on short one-flash videos first (flash at second 0, then anywhere; "
                         "benchmarks/recall_curriculum.py), then on the suite")  # fmt: skip
     parser.add_argument("--curriculum-steps", type=int, default=300, help="steps of each curriculum stage")
+    parser.add_argument("--random-tower", action="store_true",
+                        help="a random frozen tower instead of one pretrained for the suite's world")  # fmt: skip
     parser.add_argument("--export-seed", type=int, default=None,
                         help="copy MemAug's model of this seed to --export-to (the embedded default)")  # fmt: skip
     parser.add_argument("--export-to", default=os.path.join(ROOT, "checkpoints", "hour-llava-recall-tiny"))
@@ -91,7 +95,6 @@ def run(command: list[str], log: str) -> None:
 def prepare_data(args: argparse.Namespace) -> dict[str, str]:
     """Suites, chat rows of the train split (all videos, and the short ones for the bound), tower, features."""
     from dataset_builder import extract_features
-    from dataset_builder.videomarathon import VideoMarathon
 
     work = args.workdir
     span = {"min_minutes": args.min_minutes, "max_minutes": args.max_minutes}
@@ -101,45 +104,41 @@ def prepare_data(args: argparse.Namespace) -> dict[str, str]:
     test = write_recall_suite(
         f"{work}/test", RecallSpec(num_videos=args.test_videos, split="test", seed=2, stratified=True, **span)
     )
-    chat = f"{work}/train_chat/train.parquet"
+    extract_features.drop_features(f"{work}/features", train.replaced + test.replaced)  # rewritten videos
+    # Up to `--group-size` questions about one video per training sample (the reference's grouped format): the
+    # video's memory is encoded once for all of them.
+    rows = grouped_chat(train, f"{work}/train_chat/train.parquet", args.group_size)
     short_chat = f"{work}/train_chat_short/train.parquet"
-    for stale in train.replaced + test.replaced:  # videos rewritten for a changed spec: their features are stale
-        feature = os.path.join(work, "features", extract_features.feature_name(stale))
-        if os.path.exists(feature):
-            os.remove(feature)
-    if train.replaced and os.path.exists(short_chat):
-        os.remove(short_chat)
-    if not os.path.exists(short_chat):
-        # Up to `--group-size` questions about one video per training sample (the reference's grouped format):
-        # the video's memory is encoded once for all of them.
-        builder = VideoMarathon(config_name="grouped", cache_dir=f"{work}/builder_cache", annotations=train.hub_rows,
-                                video_root=train.video_root, validation_fraction=0.0,
-                                group_size=args.group_size)  # fmt: skip
-        builder.download_and_prepare()
-        rows = builder.as_dataset(split="train")
-        rows.to_parquet(chat)
-        short = rows.filter(lambda row: row["duration"] <= args.full_max_minutes * 60)
-        short.to_parquet(short_chat)
-    tower = f"{work}/tower"
-    if not os.path.exists(os.path.join(tower, "model.safetensors")):
-        write_recall_init(tower, "memaug", seed=0)
+    os.makedirs(os.path.dirname(short_chat), exist_ok=True)
+    rows.filter(lambda row: row["duration"] <= args.full_max_minutes * 60).to_parquet(short_chat + ".partial")
+    os.replace(short_chat + ".partial", short_chat)
+    # The questions and answers themselves: a run trained or scored on other rows is redone.
+    digest = hashlib.sha256()
+    for suite in (train, test):
+        with open(suite.hub_rows, "rb") as handle:
+            digest.update(handle.read())
+    args.rows_digest = digest.hexdigest()[:16]
+    kind = "random" if args.random_tower else "pretrained"
+    tower, features = recall_tower(f"{work}/tower-{kind}", pretrained=not args.random_tower), f"{work}/features-{kind}"
     if args.curriculum:
         from benchmarks.recall_curriculum import prepare as prepare_curriculum
 
-        prepare_curriculum(f"{work}/curriculum", tower=tower)
+        prepare_curriculum(f"{work}/curriculum", tower, f"{work}/curriculum/features-{kind}")
 
     def extract(suite) -> None:
         run([sys.executable, "-m", "dataset_builder.extract_features", "--model", tower, "--video-root",
-             suite.video_root, "--output-dir", f"{work}/features", "--threads", "1"],
+             suite.video_root, "--output-dir", features, "--threads", "1"],
             f"{work}/logs/features-{os.path.basename(suite.root)}.log")  # fmt: skip
 
     with ThreadPoolExecutor(args.jobs) as pool:  # the two suites side by side, one thread each
         list(pool.map(extract, (train, test)))
-    return {"train_videos": train.video_root, "test": f"{work}/test", "tower": tower, "features": f"{work}/features"}
+    return {"train_videos": train.video_root, "test": f"{work}/test", "tower": tower, "features": features,
+            "curriculum_features": f"{work}/curriculum/features-{kind}"}  # fmt: skip
 
 
 RUN_SETTINGS = ("train_videos", "test_videos", "min_minutes", "max_minutes", "full_max_minutes", "max_steps",
-                "batch_size", "group_size", "learning_rate", "curriculum", "curriculum_steps")  # fmt: skip
+                "batch_size", "group_size", "learning_rate", "curriculum", "curriculum_steps", "random_tower",
+                "rows_digest")  # fmt: skip
 
 
 def forget_run_of_other_settings(args: argparse.Namespace, folder: str) -> None:
@@ -177,7 +176,7 @@ def train_variant(args: argparse.Namespace, paths: dict[str, str], variant: str,
             out = f"{folder}/curriculum-{stage}"
             if not os.path.exists(os.path.join(out, "training_summary.json")):
                 run(train_command(args, start, f"{stage_dir}/chat", f"{stage_dir}/videos",
-                                  f"{args.workdir}/curriculum/features", out, seed, args.curriculum_steps, 8),
+                                  paths["curriculum_features"], out, seed, args.curriculum_steps, 8),
                     f"{folder}/curriculum-{stage}.log")  # fmt: skip
             start = out
     run(train_command(args, start, dataset, paths["train_videos"], paths["features"], model, seed, args.max_steps,
@@ -290,31 +289,15 @@ def verdict(table: dict) -> dict:
     }
 
 
-EXPORTED = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "chat_template.jinja", "processor_config.json", "training_summary.json")  # fmt: skip
-
-
 def export_default(args: argparse.Namespace, results: dict) -> None:
-    """Copy the chosen MemAug model (weights, processor, remote code) and a model card to `--export-to`, atomically:
-    written next to it, then swapped in."""
-    import shutil
+    """Export the chosen MemAug model (weights, processor, remote code) with a model card to `--export-to`."""
+    from hour_llava_training.recall import export_recall_model
 
-    model = f"{args.workdir}/runs/memaug-seed{args.export_seed}/model"
-    partial = args.export_to + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
-    for name in os.listdir(model):
-        if name in EXPORTED or name.endswith("_hour_llava.py"):
-            shutil.copy2(os.path.join(model, name), partial)
     accuracy = results["memaug"][args.export_seed]
     by_task = ", ".join(f"{task} {accuracy[task]:.0f} %" for task in RECALL_TASKS if task in accuracy)
     card = MODEL_CARD.format(seed=args.export_seed, all=accuracy["all"], by_task=by_task, steps=args.max_steps,
                              videos=args.train_videos, test=args.test_videos, batch=args.batch_size)  # fmt: skip
-    with open(os.path.join(partial, "README.md"), "w") as handle:
-        handle.write(card)
-    if os.path.exists(args.export_to):
-        shutil.rmtree(args.export_to)
-    os.replace(partial, args.export_to)
+    export_recall_model(f"{args.workdir}/runs/memaug-seed{args.export_seed}/model", args.export_to, card)
     print(f"exported memaug seed {args.export_seed} to {args.export_to}")
 
 

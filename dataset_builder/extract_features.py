@@ -128,6 +128,15 @@ def feature_name(video: str) -> str:
     return os.path.splitext(video)[0] + FEATURE_SUFFIX
 
 
+def drop_features(output_dir: str, videos: list[str]) -> None:
+    """Delete the features of `videos` (paths relative to the video root) from `output_dir`, e.g. after the videos
+    were rewritten: a feature file is checked against the model, not against the video it came from."""
+    for video in videos:
+        path = os.path.join(output_dir, feature_name(video))
+        if os.path.exists(path):
+            os.remove(path)
+
+
 def shard(videos: list[str], index: int, count: int) -> list[str]:
     """Every `count`-th video from `index`: shards of similar size and similar mix of lengths."""
     return videos[index::count]

@@ -15,11 +15,14 @@ Five tasks, each asked open-ended and as four-option multiple choice (VideoMarat
 
 | recall task | question | answer |
 |---|---|---|
-| colour | What colour was the circle that flashed on screen? | yellow [Object Attribute] |
-| shape | Which shape flashed on screen in yellow? | circle [Object Recognition] |
+| colour | What colour was the last shape that flashed on screen? | yellow [Object Attribute] |
+| shape | Which shape flashed on screen last? | circle [Object Recognition] |
 | count | How many shapes flashed on screen? | two [Key Event Extraction] |
-| order | Which shape flashed first? | circle [Temporal Order] |
-| scene | What was the background colour when the circle flashed? | teal [Scene Recognition] |
+| order | Which shape flashed on screen first? | square [Temporal Order] |
+| scene | What was the background colour when the last shape flashed? | teal [Scene Recognition] |
+
+No question names a flash's shape or colour (an earlier version did, "What colour was the circle...?", and in the
+grouped training samples one question then gave away another's answer), so the only way to an answer is the video.
 
 Train and test sets are written by separate calls with different `split` names (so different videos) and seeds.
 Rows follow the VideoMarathon Hub schema plus `recall_task`; `answers_from_frames` reads the answers back from decoded
@@ -28,19 +31,21 @@ pixels, so tests check that the videos say what the rows claim.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import random
 from dataclasses import asdict, dataclass, field
 
+import datasets
 import numpy as np
 from PIL import Image, ImageDraw
 
 from .media import write_json_atomically, write_jsonl_atomically
 from .synthetic_video import write_video
 from .synthetic_videomarathon import BACKGROUNDS, SHAPE_COLOURS, SHAPES, multiple_choice
-from .videomarathon import MULTIPLE_CHOICE, OPEN_ENDED, TASK_TOPIC
+from .videomarathon import MULTIPLE_CHOICE, OPEN_ENDED, TASK_TOPIC, VideoMarathon
 
 SOURCE = "recall"
 SHAPE_SIDE = (0.7, 0.9)  # a flashed shape's side, as a fraction of the frame: it dominates the frame's features
@@ -52,6 +57,11 @@ RECALL_TASKS = {
     "order": "Temporal Order",
     "scene": "Scene Recognition",
 }
+
+# The suite's easiest form, the embedded model's world (`demo.py`, `benchmarks/recall_curriculum.py`): one flash per
+# video, shorter scenes, and the three open-ended questions about it (chance 23.6 %: 1/4, 1/3 and 1/8).
+ONE_FLASH = {"min_scene_seconds": 5, "max_scene_seconds": 15, "max_flashes": 1, "question_types": (OPEN_ENDED,),
+             "tasks": ("colour", "shape", "scene")}  # fmt: skip
 
 
 @dataclass
@@ -213,25 +223,23 @@ def answers_from_frames(frames: np.ndarray, timeline: RecallTimeline) -> dict[st
 # Questions: task -> (question, answer, wrong answers)
 # ---------------------------------------------------------------------------------------------------------------
 def recall_question(task: str, timeline: RecallTimeline, rng: random.Random) -> tuple[str, str, list[str]]:
-    flash = rng.choice(timeline.flashes)
+    """One question about the flashes, naming none of their attributes: flashes are referred to by their order
+    (`first`, `last`), so no question gives away another's answer (the grouped training samples put several
+    questions about a video in one conversation)."""
+    first, last = timeline.flashes[0], timeline.flashes[-1]
     if task == "colour":
-        return (
-            f"What colour was the {flash.shape} that flashed on screen?",
-            flash.colour,
-            others(SHAPE_COLOURS, flash.colour),
-        )
+        return "What colour was the last shape that flashed on screen?", last.colour, others(SHAPE_COLOURS, last.colour)
     if task == "shape":
-        return f"Which shape flashed on screen in {flash.colour}?", flash.shape, others(SHAPES, flash.shape)
+        return "Which shape flashed on screen last?", last.shape, others(SHAPES, last.shape)
     if task == "count":
         answer = COUNT_WORDS[len(timeline.flashes) - 1]
         return "How many shapes flashed on screen?", answer, others(COUNT_WORDS, answer)
     if task == "order":
-        first = timeline.flashes[0].shape
-        return "Which shape flashed first?", first, others(SHAPES, first)
+        return "Which shape flashed on screen first?", first.shape, others(SHAPES, first.shape)
     if task == "scene":
-        background = timeline.background_at(flash.start)
+        background = timeline.background_at(last.start)
         return (
-            f"What was the background colour when the {flash.shape} flashed?",
+            "What was the background colour when the last shape flashed?",
             background,
             others(BACKGROUNDS, background),
         )
@@ -358,3 +366,30 @@ def recall_corpus() -> list[str]:
     chat += "are uniformly sampled from it. Please answer the following questions related to this video."
     options = " ".join(f"{chr(ord('A') + i)}. {word}" for i, word in enumerate(words))
     return [*questions, chat, options, MC_PROMPT, " ".join(words)] * 20
+
+
+def grouped_chat(suite: RecallSuite, path: str | os.PathLike, group_size: int) -> datasets.Dataset:
+    """The suite's rows as grouped training conversations (VideoMarathon's `grouped` config: up to `group_size`
+    questions about one video per sample), written to the Parquet file `path` and returned as a `datasets.Dataset`.
+    Rebuilt only when the suite's rows or `group_size` change (their digest is kept under `<suite>/.grouped_chat/`,
+    not next to `path`, whose folder a trainer may load whole), so a changed question template never trains on
+    stale conversations; the file is replaced atomically."""
+    path = os.path.abspath(path)
+    with open(suite.hub_rows, "rb") as handle:
+        digest = hashlib.sha256(handle.read() + f"\0{group_size}".encode()).hexdigest()
+    state = os.path.join(suite.root, ".grouped_chat")
+    stamp = os.path.join(state, hashlib.sha256(path.encode()).hexdigest()[:16] + ".json")
+    if os.path.exists(path) and os.path.exists(stamp):
+        with open(stamp) as handle:
+            if json.load(handle) == {"path": path, "rows": digest}:
+                return datasets.Dataset.from_parquet(path)
+    builder = VideoMarathon(config_name="grouped", cache_dir=os.path.join(state, f"builder-{digest[:16]}"),
+                            group_size=group_size, annotations=suite.hub_rows, video_root=suite.video_root,
+                            validation_fraction=0.0)  # fmt: skip
+    builder.download_and_prepare()
+    rows = builder.as_dataset(split="train")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rows.to_parquet(path + ".partial")
+    os.replace(path + ".partial", path)
+    write_json_atomically(stamp, {"path": path, "rows": digest})
+    return rows

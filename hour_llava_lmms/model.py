@@ -32,6 +32,7 @@ from loguru import logger as eval_logger
 from tqdm import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from modeling_hour_llava.processing_hour_llava import end_of_turn_token_ids
 from modeling_hour_llava.video_loading_hour_llava import VideoDecodeError
 
 from .answers import format_answer, truncate_at_stop
@@ -226,7 +227,11 @@ class HourLlava(lmms):
             for key in ("temperature", "top_p", "top_k"):
                 out.pop(key, None)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        return out | {"pad_token_id": pad}
+        # Stop at the end of the turn even when the checkpoint's generation config names no eos.
+        return out | {
+            "pad_token_id": pad,
+            "eos_token_id": end_of_turn_token_ids(self.tokenizer, self.model.generation_config),
+        }
 
     def _skip(self, queries: list[Query], reason: str, answers: list[str]) -> None:
         """Record requests whose video cannot be read; their answer stays empty."""

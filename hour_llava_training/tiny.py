@@ -82,6 +82,9 @@ def write_tiny_checkpoint(
         video_processor=HourLlavaVideoProcessor(size=size, min_frames=video_min_frames),
         token_geometry=HourLlavaProcessor.geometry_from_config(config),
     )
+    # Generation stops at the end of the turn, as a chat checkpoint's generation config says.
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return os.fspath(path)

@@ -24,7 +24,7 @@ from .modeling_hour_llava import (
     HourLlavaPreTrainedModel,
     HourLlavaVideoMemory,
 )
-from .processing_hour_llava import HourLlavaProcessor
+from .processing_hour_llava import HourLlavaProcessor, end_of_turn_token_ids
 from .video_loading_hour_llava import VideoDecodeError, decode_frames, probe_video, sample_frame_indices
 from .video_processing_hour_llava import HourLlavaVideoProcessor
 
@@ -67,6 +67,7 @@ __all__ = [
     "HourLlavaVideoProcessor",
     "VideoDecodeError",
     "decode_frames",
+    "end_of_turn_token_ids",
     "probe_video",
     "sample_frame_indices",
     "num_image_tokens",

@@ -17,7 +17,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.recall_ablation import accuracies, sample_log  # noqa: E402
 
 ARGS = ["--variants", "memaug", "keyframe", "--seeds", "0", "1", "--train-videos", "4", "--test-videos", "2",
-        "--min-minutes", "5", "--max-minutes", "6", "--max-steps", "2", "--batch-size", "2", "--jobs", "2"]  # fmt: skip
+        "--min-minutes", "5", "--max-minutes", "6", "--max-steps", "2", "--batch-size", "2", "--jobs", "2",
+        "--random-tower"]  # fmt: skip
 
 
 def run(tmp_path: Path) -> subprocess.CompletedProcess:

@@ -53,6 +53,32 @@ def test_the_demo_asks_every_recall_question_and_scores_it_against_the_video(tmp
         assert f"{right} of {len(expected)} answers right" in result.stdout
 
 
+def chance_tail(right: int, chances: list[float]) -> float:
+    """P(at least `right` answers right) when question k is guessed right with probability chances[k]."""
+    distribution = [1.0]
+    for p in chances:
+        distribution = [
+            (distribution[n] if n < len(distribution) else 0.0) * (1 - p) + (distribution[n - 1] * p if n else 0.0)
+            for n in range(len(distribution) + 1)
+        ]
+    return sum(distribution[right:])
+
+
+def test_the_embedded_model_answers_about_hour_long_videos_far_better_than_chance(tmp_path, capsys):
+    """Twelve fresh 30-60 minute videos (seeds no training set uses), three questions each, as the demo asks them:
+    the answers right must be a count that guessing (1 in 4 colours, 3 shapes, 8 backgrounds) reaches less than 1 %
+    of the time."""
+    right, chances = 0, []
+    for k in range(12):
+        assert demo.main(["--minutes", str(30 + 2.5 * k), "--seed", str(1000 + k), "--workdir", str(tmp_path)]) == 0
+        output = capsys.readouterr().out
+        tally = re.search(r"^(\d+) of 3 answers right", output, re.MULTILINE)
+        assert tally, output[-2000:]
+        right += int(tally[1])
+        chances += [1 / 4, 1 / 3, 1 / 8]  # colour, shape, background
+    assert chance_tail(right, chances) < 0.01, f"{right} of {len(chances)} right"
+
+
 def test_the_demo_refuses_lengths_outside_the_suite():
     result = subprocess.run([sys.executable, "demo.py", "--minutes", "2"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "5 to 60 minutes" in result.stderr
@@ -66,3 +92,10 @@ def test_the_embedded_checkpoint_carries_the_current_remote_code():
     assert {p.name for p in copies} >= {"modeling_hour_llava.py", "configuration_hour_llava.py"}
     stale = [p.name for p in copies if p.read_text() != (package / p.name).read_text()]
     assert not stale, f"stale remote code in {demo.DEFAULT_MODEL}: {stale}"
+
+
+def test_the_chance_tail_is_a_binomial_tail():
+    assert chance_tail(0, [0.25, 0.5]) == 1.0
+    assert chance_tail(2, [0.25, 0.5]) == 0.125
+    assert chance_tail(1, [0.25, 0.5]) == 1 - 0.75 * 0.5
+    assert chance_tail(3, [0.25, 0.5]) == 0.0

@@ -336,4 +336,23 @@ class HourLlavaProcessor(ProcessorMixin):
         return list(dict.fromkeys(names))
 
 
-__all__ = ["CHAT_TEMPLATE", "HourLlavaProcessor", "SYSTEM_PROMPT", "TIME_INSTRUCTION", "pad_to_square"]
+def end_of_turn_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """Token ids that end the assistant's turn: the chat template's `<|im_end|>`, the tokenizer's eos and the
+    generation config's eos (an int or a list), deduplicated. Pass them as `generate(..., eos_token_id=...)`: a
+    checkpoint whose generation config names no eos would otherwise write past the end of its answer, and decoding
+    with `skip_special_tokens=True` glues that text onto the answer ("green" + "<|im_end|>" + "reen" -> "greenreen")."""
+    ids = [tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None]
+    ids.append(tokenizer.eos_token_id)
+    configured = getattr(generation_config, "eos_token_id", None)
+    ids += configured if isinstance(configured, list) else [configured]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+__all__ = [
+    "CHAT_TEMPLATE",
+    "HourLlavaProcessor",
+    "SYSTEM_PROMPT",
+    "TIME_INSTRUCTION",
+    "end_of_turn_token_ids",
+    "pad_to_square",
+]
