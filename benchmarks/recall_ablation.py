@@ -40,7 +40,7 @@ from benchmarks.dataset_building import machine_info  # noqa: E402
 from dataset_builder.media import write_json_atomically  # noqa: E402
 from dataset_builder.recall_suite import RECALL_TASKS, RecallSpec, grouped_chat, write_recall_suite  # noqa: E402
 from hour_llava_lmms.evaluation import length_bucket, write_atomically  # noqa: E402
-from hour_llava_training.recall import VARIANTS, recall_tower, write_recall_init  # noqa: E402
+from hour_llava_training.recall import VARIANTS, recall_tower, shared_tower_paths, write_recall_init  # noqa: E402
 
 INIT_LOCK = threading.Lock()
 HAND_MADE = ("uniform", "random", "keyframe", "question")
@@ -118,12 +118,13 @@ def prepare_data(args: argparse.Namespace) -> dict[str, str]:
         with open(suite.hub_rows, "rb") as handle:
             digest.update(handle.read())
     args.rows_digest = digest.hexdigest()[:16]
-    kind = "random" if args.random_tower else "pretrained"
-    tower, features = recall_tower(f"{work}/tower-{kind}", pretrained=not args.random_tower), f"{work}/features-{kind}"
+    tower, features = shared_tower_paths(work, args.random_tower)
+    recall_tower(tower, pretrained=not args.random_tower)
+    curriculum_features = shared_tower_paths(f"{work}/curriculum", args.random_tower)[1]
     if args.curriculum:
         from benchmarks.recall_curriculum import prepare as prepare_curriculum
 
-        prepare_curriculum(f"{work}/curriculum", tower, f"{work}/curriculum/features-{kind}")
+        prepare_curriculum(f"{work}/curriculum", tower, curriculum_features)
 
     def extract(suite) -> None:
         run([sys.executable, "-m", "dataset_builder.extract_features", "--model", tower, "--video-root",
@@ -133,7 +134,7 @@ def prepare_data(args: argparse.Namespace) -> dict[str, str]:
     with ThreadPoolExecutor(args.jobs) as pool:  # the two suites side by side, one thread each
         list(pool.map(extract, (train, test)))
     return {"train_videos": train.video_root, "test": f"{work}/test", "tower": tower, "features": features,
-            "curriculum_features": f"{work}/curriculum/features-{kind}"}  # fmt: skip
+            "curriculum_features": curriculum_features}  # fmt: skip
 
 
 RUN_SETTINGS = ("train_videos", "test_videos", "min_minutes", "max_minutes", "full_max_minutes", "max_steps",

@@ -215,8 +215,9 @@ def worker(args: argparse.Namespace, variant: str, seed: int, out: str) -> None:
 
 def tower_and_features(args: argparse.Namespace) -> tuple[str, str]:
     """The shared tower (pretrained for the suite's world unless --random-tower) and its feature folder."""
-    kind = "random" if args.random_tower else "pretrained"
-    return f"{args.workdir}/tower-{kind}", f"{args.workdir}/features-{kind}"
+    from hour_llava_training.recall import shared_tower_paths
+
+    return shared_tower_paths(args.workdir, args.random_tower)
 
 
 def settings_key(args: argparse.Namespace) -> str:

@@ -164,6 +164,13 @@ def pretrain_recall_tower(
     return accuracy
 
 
+def shared_tower_paths(workdir: str, random_tower: bool = False) -> tuple[str, str]:
+    """Where a benchmark under `workdir` keeps its shared tower and that tower's feature cache, one pair per kind
+    (pretrained or random), so switching kinds never reads features of the other tower."""
+    kind = "random" if random_tower else "pretrained"
+    return f"{workdir}/tower-{kind}", f"{workdir}/features-{kind}"
+
+
 def recall_tower(path: str | os.PathLike, pretrained: bool = True, seed: int = 0) -> str:
     """The shared tower checkpoint at `path` (a seed-`seed` recall model; its tower pretrained when `pretrained`),
     written once and atomically, so every variant and seed of a run reads one feature cache."""
@@ -231,5 +238,6 @@ __all__ = [
     "random_frames",
     "recall_tokenizer",
     "recall_tower",
+    "shared_tower_paths",
     "write_recall_init",
 ]
