@@ -14,6 +14,9 @@ features (vision config, feature layer, pooling, normalisation, sampling, size, 
 rerun skips files that are complete and carry the current fingerprint (so a killed run resumes where it stopped),
 recomputes truncated or unreadable files, and for files of another fingerprint either refuses (`--on-stale refuse`,
 the default: they may be expensive features of another model) or recomputes them (`--on-stale recompute`).
+Every file also records its video's size and modification time: a video replaced under the same name (a rewritten
+or re-downloaded file) has its features recomputed, not reused (`--video-changes ignore` trusts the files instead,
+e.g. after copying videos without their times). Files written before this check existed are trusted.
 Videos that cannot be decoded are skipped and counted by reason. The run ends with `extraction_report.json`
 (atomic) in the output folder: per-process counts, failures, videos/s and seconds of video per second.
 """
@@ -53,7 +56,7 @@ FEATURE_CONFIG_FIELDS = (
 )
 VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype")
 HEADER_LENGTH_BYTES = 8
-VALID, MISSING, STALE, INVALID = "valid", "missing", "stale", "invalid"
+VALID, MISSING, STALE, INVALID, CHANGED = "valid", "missing", "stale", "invalid", "changed"
 
 
 class StaleFeaturesError(RuntimeError):
@@ -185,9 +188,18 @@ def read_header(path: str) -> tuple[dict, int]:
     return header, HEADER_LENGTH_BYTES + length + end
 
 
-def feature_file_state(path: str, fingerprint: Fingerprint, pooled_tokens: int, channels: int) -> tuple[str, str]:
-    """(VALID | MISSING | STALE | INVALID, detail) from the header alone (no tensor is read): the file must be
-    complete, our format, one `features` tensor (T > 0, pooled_tokens, channels), and carry `fingerprint`."""
+def video_stamp(video_path: str) -> dict[str, str]:
+    """What a feature file records of its video, to notice a video replaced under the same name: size and mtime."""
+    stat = os.stat(video_path)
+    return {"source_size": str(stat.st_size), "source_mtime_ns": str(stat.st_mtime_ns)}
+
+
+def feature_file_state(
+    path: str, fingerprint: Fingerprint, pooled_tokens: int, channels: int, video_path: str | None = None
+) -> tuple[str, str]:
+    """(VALID | MISSING | STALE | INVALID | CHANGED, detail) from the header alone (no tensor is read): the file
+    must be complete, our format, one `features` tensor (T > 0, pooled_tokens, channels), and carry `fingerprint`;
+    with `video_path`, a file that recorded another size or mtime of that video is CHANGED."""
     from modeling_hour_llava.video_processing_hour_llava import FEATURE_FILE_FORMAT
 
     if not os.path.exists(path):
@@ -212,6 +224,11 @@ def feature_file_state(path: str, fingerprint: Fingerprint, pooled_tokens: int, 
             f"{str(metadata.get('fingerprint'))[:12]}), current is {fingerprint.model_revision!r} "
             f"({fingerprint.value[:12]})"
         )
+    if video_path is not None and "source_size" in metadata and os.path.exists(video_path):
+        now = video_stamp(video_path)
+        recorded = {key: metadata.get(key) for key in now}
+        if recorded != now:
+            return CHANGED, f"{video_path} changed since its features were written ({recorded} -> {now})"
     return VALID, ""
 
 
@@ -314,13 +331,17 @@ class Extractor:
         self.channels = config.vision_config.hidden_size
         self.chunk_size = args.chunk_size or config.vision_chunk_size
 
-    def check(self, path: str) -> str:
-        """The action for an output file: 'skip', 'compute', 'recompute_stale' or 'recompute_invalid'."""
-        state, detail = feature_file_state(path, self.fingerprint, self.pooled_tokens, self.channels)
+    def check(self, path: str, video: str | None = None) -> str:
+        """The action for the output file `path` of `video` (relative to the video root): 'skip', 'compute',
+        'recompute_stale', 'recompute_invalid' or 'recompute_changed_video'."""
+        watch = os.path.join(self.args.video_root, video) if video and self.args.video_changes == "recompute" else None
+        state, detail = feature_file_state(path, self.fingerprint, self.pooled_tokens, self.channels, watch)
         if state == VALID:
             return "skip"
         if state == STALE:
             return "recompute_stale"
+        if state == CHANGED:
+            return "recompute_changed_video"
         return "compute" if state == MISSING else "recompute_invalid"
 
     def preflight(self, videos: list[str]) -> None:
@@ -342,7 +363,9 @@ class Extractor:
 
     def extract(self, video: str, output: str) -> float:
         """Decode, run the tower, pool and write one video's file; returns the video's duration in seconds."""
-        frames, duration, _ = self.processor.load_video(os.path.join(self.args.video_root, video))
+        path = os.path.join(self.args.video_root, video)
+        stamp = video_stamp(path) if os.path.exists(path) else {}  # taken before decoding: a later change shows
+        frames, duration, _ = self.processor.load_video(path)
         features = video_features(self.model, frames, self.chunk_size, self.dtype)
         from modeling_hour_llava.video_processing_hour_llava import save_feature_file
 
@@ -352,6 +375,7 @@ class Extractor:
             duration,
             source_video=video,
             num_frames=str(features.shape[0]),
+            **stamp,
             **self.fingerprint.metadata(),
         )
         return duration
@@ -366,7 +390,7 @@ class Extractor:
         for video in bar:
             output = os.path.join(self.args.output_dir, feature_name(video))
             remove_temporaries(output)
-            action = self.check(output)
+            action = self.check(output, video)
             if action == "skip":
                 tally.counts["skipped_existing"] += 1
                 continue
@@ -450,6 +474,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model and stored dtype")
     parser.add_argument("--chunk-size", type=int, default=None, help="frames per tower call (vision_chunk_size)")
     parser.add_argument("--on-stale", choices=STALE_POLICIES, default="refuse", help="files of another model")
+    parser.add_argument("--video-changes", choices=("recompute", "ignore"), default="recompute",
+                        help="files whose video's size or modification time changed since they were written: "
+                        "recompute them (default) or trust them (videos copied without their times)")  # fmt: skip
     parser.add_argument("--cpu", action="store_true", help="run on CPU even where CUDA is available")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (cores / processes)")
     return parser.parse_args(argv)

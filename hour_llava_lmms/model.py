@@ -18,7 +18,9 @@ video_root, journal_dir, trust_remote_code (True), attn_implementation.
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
 import time
 from collections import Counter
@@ -260,8 +262,10 @@ class HourLlava(lmms):
         inputs = self.processor.text_for_encoded_videos(
             texts, num_frames, durations, padding=True, return_tensors="pt"
         ).to(self._device)
-        tokens = [t for e in encoded for t in e.memory.frame_tokens] * len(batch)
-        memory = type(encoded[0].memory)(tokens) if encoded else None
+        memory = None
+        if encoded:
+            joined = functools.reduce(operator.add, [e.memory for e in encoded])
+            memory = joined[list(range(len(joined))) * len(batch)]  # the videos of every question, in order
         extra = {"video_memory": memory} if memory is not None else {}
         output = self.model.generate(**inputs, **extra, **self._generate_kwargs(batch[0].gen_kwargs))
         new_tokens = output[:, inputs["input_ids"].shape[1] :]

@@ -191,7 +191,8 @@ def temporal_forgetting(
     keyframe  frame 0 and the frames that differ most from their predecessor (L2 distance of `frame_summaries`).
     question  the frames whose summary is most similar (cosine) to the mean `question` embedding.
 
-    frame_summaries: (T, D) one vector per frame (the mean of its tokens); needed by `keyframe` and `question`.
+    frame_summaries: (T, C) one vector per frame (the mean of its tokens: projected memory tokens, or the frozen
+        vision features, `temporal_selection_features`); needed by `keyframe` and `question`.
     question: (Q, D) embeddings of the question tokens; needed by `question` (falls back to `uniform` when empty).
     """
     mode = mode or config.temporal_forgetting_mode
@@ -230,10 +231,13 @@ def decayed_video_tokens(
     config: HourLlavaConfig,
     generator: torch.Generator | None = None,
     question: torch.Tensor | None = None,
+    vision_summaries: torch.Tensor | None = None,
 ) -> TokensWithPositions:
     """Spatial then temporal forgetting of a video's memory repository.
 
     frame_tokens: (T, G*G, D), already resampled to at least `memory_min_frames`.
+    vision_summaries: (T, C_v) per-frame means of the pooled vision features, resampled alike: what `keyframe`
+        compares when `temporal_selection_features` is "vision" (then required).
     Returns embeds (K * (k + 1), D) and their memory-space positions: kept token j of frame f at f*(G*G+1)+j,
     the frame's newline at f*(G*G+1)+G*G.
     """
@@ -246,6 +250,13 @@ def decayed_video_tokens(
     summaries = None
     if config.temporal_forgetting_mode in ("keyframe", "question"):
         summaries = frame_tokens.mean(dim=1)
+        if config.temporal_selection_features == "vision":
+            if vision_summaries is None or vision_summaries.shape[0] != frames:
+                raise ValueError(
+                    "temporal_selection_features='vision' needs the frozen vision features' per-frame summaries, "
+                    f"one per memory frame ({frames}); encode the video with this model's encode_video"
+                )
+            summaries = vision_summaries
     kept_frames = temporal_forgetting(
         frames, config, frame_summaries=summaries, question=question, generator=generator
     ).to(frame_tokens.device)

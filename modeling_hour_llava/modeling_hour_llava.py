@@ -77,34 +77,55 @@ class HourLlavaVideoMemory:
 
     frame_tokens: one (T_i, G*G, D) tensor per video: pooled, projected frame tokens at the video's own frame
     count (the resampling to `memory_min_frames`, the newlines and the forgetting happen per question).
+    vision_summaries: one (T_i, C_v) tensor per video, the per-frame mean of the pooled vision features before the
+    projector, when the model's keyframe selection compares those (`temporal_selection_features="vision"`); else None.
     """
 
     frame_tokens: list[torch.Tensor]
+    vision_summaries: list[torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.vision_summaries is not None and len(self.vision_summaries) != len(self.frame_tokens):
+            raise HourLlavaInputError(
+                f"{len(self.vision_summaries)} vision summaries for {len(self.frame_tokens)} videos; give one per video"
+            )
 
     def __len__(self) -> int:
         return len(self.frame_tokens)
 
     def __getitem__(self, index: int | slice | list[int]) -> HourLlavaVideoMemory:
         if isinstance(index, int):
-            return HourLlavaVideoMemory([self.frame_tokens[index]])
-        if isinstance(index, slice):
-            return HourLlavaVideoMemory(self.frame_tokens[index])
-        return HourLlavaVideoMemory([self.frame_tokens[i] for i in index])
+            index = [index]
+        elif isinstance(index, slice):
+            index = list(range(len(self)))[index]
+        summaries = self.vision_summaries
+        return HourLlavaVideoMemory(
+            [self.frame_tokens[i] for i in index], None if summaries is None else [summaries[i] for i in index]
+        )
 
     def __add__(self, other: HourLlavaVideoMemory) -> HourLlavaVideoMemory:
-        return HourLlavaVideoMemory(self.frame_tokens + other.frame_tokens)
+        if (self.vision_summaries is None) != (other.vision_summaries is None):
+            raise HourLlavaInputError("cannot join video memories with and without vision summaries")
+        summaries = None if self.vision_summaries is None else self.vision_summaries + other.vision_summaries
+        return HourLlavaVideoMemory(self.frame_tokens + other.frame_tokens, summaries)
 
     @property
     def num_frames(self) -> list[int]:
         return [tokens.shape[0] for tokens in self.frame_tokens]
 
     def to(self, *args, **kwargs) -> HourLlavaVideoMemory:
-        return HourLlavaVideoMemory([tokens.to(*args, **kwargs) for tokens in self.frame_tokens])
+        summaries = self.vision_summaries
+        return HourLlavaVideoMemory(
+            [tokens.to(*args, **kwargs) for tokens in self.frame_tokens],
+            None if summaries is None else [summary.to(*args, **kwargs) for summary in summaries],
+        )
 
     def save(self, path: str | os.PathLike) -> None:
         """Write one safetensors file atomically (temporary file, then rename)."""
         path = os.fspath(path)
         tensors = {f"video.{i}": tokens.detach().contiguous().cpu() for i, tokens in enumerate(self.frame_tokens)}
+        for i, summary in enumerate(self.vision_summaries or []):
+            tensors[f"summary.{i}"] = summary.detach().contiguous().cpu()
         metadata = {"format": VIDEO_MEMORY_FORMAT, "num_videos": str(len(self))}
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
@@ -135,7 +156,8 @@ class HourLlavaVideoMemory:
             )
         tensors = load_file(path, device=str(device))
         count = int(metadata["num_videos"])
-        return cls([tensors[f"video.{i}"] for i in range(count)])
+        summaries = [tensors[f"summary.{i}"] for i in range(count)] if "summary.0" in tensors else None
+        return cls([tensors[f"video.{i}"] for i in range(count)], summaries)
 
 
 @dataclass
@@ -275,11 +297,14 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         std = torch.tensor(self.config.vision_image_std, device=pixels.device).view(1, -1, 1, 1)
         return (pixels.float() * self.config.vision_rescale_factor - mean) / std
 
+    def pool_frames(self, features: torch.Tensor) -> torch.Tensor:
+        """Pool each frame's patch grid to G x G: (F, P, C_v) -> (F, G*G, C_v), in the projector's dtype."""
+        dtype = self.multi_modal_projector.linear_1.weight.dtype
+        return pool_frame_features(features.to(dtype), self.config.memory_pool_size, self.config.memory_pool_mode)
+
     def project_frames(self, features: torch.Tensor) -> torch.Tensor:
         """Pool each frame's patch grid to G x G, then project: (F, P, C_v) -> (F, G*G, D)."""
-        dtype = self.multi_modal_projector.linear_1.weight.dtype
-        pooled = pool_frame_features(features.to(dtype), self.config.memory_pool_size, self.config.memory_pool_mode)
-        return self.multi_modal_projector(pooled)
+        return self.multi_modal_projector(self.pool_frames(features))
 
     def encode_video(
         self,
@@ -311,29 +336,36 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         else:
             features = flatten_videos(video_features, video_num_frames, FEATURE_FRAME_DIMS, "video_features")
             videos = [(video.shape[0], [video]) for video in features]
-        return HourLlavaVideoMemory(
-            [self._encode_frames(count, chunks, video_features is None) for count, chunks in videos]
-        )
+        encoded = [self._encode_frames(count, chunks, video_features is None) for count, chunks in videos]
+        summaries = [summary for _, summary in encoded] if self.config.temporal_selection_features == "vision" else None
+        return HourLlavaVideoMemory([tokens for tokens, _ in encoded], summaries)
 
-    def _encode_frames(self, num_frames: int, chunks, are_pixels: bool) -> torch.Tensor:
+    def _encode_frames(self, num_frames: int, chunks, are_pixels: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Memory tokens (T, P', D) of one video given as chunks of frames (t, 3, H, W) or of features (t, P, C_v),
-        filled `vision_chunk_size` frames at a time: no list of chunks and no concatenated copy."""
+        filled `vision_chunk_size` frames at a time: no list of chunks and no concatenated copy; and, when keyframe
+        selection reads the frozen vision features, their per-frame means before the projector (T, C_v)."""
         if num_frames == 0:
             raise HourLlavaInputError("a video has zero frames; drop it or give it at least one frame")
-        tokens, start = None, 0
+        want_summaries = self.config.temporal_selection_features == "vision"
+        tokens = summaries = None
+        start = 0
         for chunk in chunks:
             for part in chunk.split(self.config.vision_chunk_size):
                 part = part.to(self.device)  # stream chunks arrive on the CPU
-                projected = self.project_frames(self.vision_features(part) if are_pixels else part)
+                pooled = self.pool_frames(self.vision_features(part) if are_pixels else part)
+                projected = self.multi_modal_projector(pooled)
                 if tokens is None:
                     tokens = projected.new_empty((num_frames, *projected.shape[1:]))
+                    summaries = pooled.new_empty((num_frames, pooled.shape[-1])) if want_summaries else None
                 if start + part.shape[0] > num_frames:
                     raise HourLlavaInputError(f"a video gave more than the {num_frames} frames it announced")
                 tokens[start : start + part.shape[0]] = projected
+                if want_summaries:
+                    summaries[start : start + part.shape[0]] = pooled.detach().mean(dim=1)
                 start += part.shape[0]
         if start != num_frames:
             raise HourLlavaInputError(f"a video gave {start} frames but announced {num_frames}")
-        return tokens
+        return tokens, summaries
 
     def encode_images(self, pixel_values: torch.Tensor, image_num_tiles=None) -> list[torch.Tensor]:
         """Image tiles (sum tiles, 3, H, W) -> projected patch tokens per image, [(tiles_i, P, D)], no pooling.
@@ -406,6 +438,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         video_tokens: torch.Tensor | None,
         image_tokens: list[torch.Tensor] | None,
         image_size: tuple[int, int] | None = None,
+        vision_summary: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The embeddings that replace one sample's placeholders, in order: (num_placeholders, D).
 
@@ -413,16 +446,19 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         independent of padding, batching and of tokens generated after the prompt).
         video_tokens: (T, G*G, D) frame tokens of the sample's video; image_tokens: its images, [(tiles, P, D)]: one
         anyres image (base + tiles, of original (height, width) `image_size`) or padded single-tile images.
+        vision_summary: (T, C_v) the video's per-frame vision summaries (`HourLlavaVideoMemory.vision_summaries`).
         """
         newline = self.image_newline
         if video_tokens is not None:
             frames = video_tokens
             if video_tokens.shape[0] < self.config.memory_min_frames:
-                frames = video_tokens[resample_frame_indices(video_tokens.shape[0], self.config.memory_min_frames)]
+                resample = resample_frame_indices(video_tokens.shape[0], self.config.memory_min_frames)
+                frames = video_tokens[resample]
+                vision_summary = vision_summary[resample] if vision_summary is not None else None
             generator = self._generator(question_ids, frames.shape[0])
             question = text_embeds[query_mask]
             memory = memory_repository(frames, newline)
-            visual = [decayed_video_tokens(frames, newline, self.config, generator, question)]
+            visual = [decayed_video_tokens(frames, newline, self.config, generator, question, vision_summary)]
             positions = (input_ids == self.config.video_token_id).nonzero().squeeze(1)
             if len(visual[0]) != positions.numel():
                 raise HourLlavaInputError(
@@ -501,6 +537,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         else:
             query_mask = memaug_query_mask.bool() & ~video_mask & ~image_mask
         videos = list(video_memory.frame_tokens) if video_memory is not None else []
+        summaries = list(video_memory.vision_summaries or []) if video_memory is not None else []
         tiles = [t.shape[0] for t in image_tokens] if image_tokens is not None else []
         image_groups = self.assign_images(input_ids, tiles)
         video_outputs, image_outputs, replacements = [], [], []
@@ -511,13 +548,14 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
             if not (has_video or has_image):
                 continue
             ids = input_ids[sample]
-            video_tokens = images = size = None
+            video_tokens = vision_summary = images = size = None
             if has_video:
                 if not videos:
                     raise HourLlavaInputError(
                         f"sample {sample} has <video> placeholders but no video is left in the inputs"
                     )
                 video_tokens = videos.pop(0).to(inputs_embeds.device, inputs_embeds.dtype)
+                vision_summary = summaries.pop(0) if summaries else None
             else:
                 group = image_groups[sample]
                 images = [image_tokens[i].to(inputs_embeds.dtype) for i in group]
@@ -531,6 +569,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
                 video_tokens,
                 images,
                 size,
+                vision_summary,
             )
             (video_outputs if has_video else image_outputs).append(outputs)
             replacements.append(outputs)
@@ -742,9 +781,7 @@ class HourLlavaForConditionalGeneration(HourLlavaPreTrainedModel, GenerationMixi
         if memory is None and any(v is not None for v in raw.values()):
             memory = self.encode_video(raw["pixel_values_videos"], raw["video_features"], num_frames)
         if memory is not None:
-            model_kwargs["video_memory"] = HourLlavaVideoMemory(
-                [tokens for tokens in memory.frame_tokens for _ in range(expand_size)]
-            )
+            model_kwargs["video_memory"] = memory[[i for i in range(len(memory)) for _ in range(expand_size)]]
         images = model_kwargs.pop("pixel_values", None)
         tiles = model_kwargs.pop("image_num_tiles", None)
         sizes = model_kwargs.pop("image_sizes", None)

@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from dataset_builder.extract_features import (
+    CHANGED,
     INVALID,
     REPORT_NAME,
     STALE,
@@ -196,6 +197,29 @@ def test_truncated_file_is_detected_and_recomputed(workspace, baseline, tmp_path
     }
     assert torch.equal(load_file(path)["features"], original)
     assert feature_file_state(str(path), extractor.fingerprint, 64, 32)[0] == VALID
+
+
+def test_a_video_replaced_under_its_name_has_its_features_recomputed(workspace, baseline, tmp_path, one_thread):
+    """Size and mtime of the video are in the file: another video written under the same name is noticed (the recall
+    suite rewrites its videos when its spec changes), unless --video-changes ignore."""
+    root, data = workspace
+    output = copy_of(baseline, tmp_path)
+    videos = Path(shutil.copytree(data.video_root, tmp_path / "videos"))
+    replaced, other = videos / "synthetic" / "video_0002.mp4", videos / "synthetic" / "video_0007.mp4"
+    shutil.copyfile(other, replaced)  # new bytes, new mtime, the old name
+    args = arguments(root, data, output)
+    args[args.index("--video-root") + 1] = str(videos)
+    extractor = Extractor(parse_args(args))
+    path = str(output / "synthetic" / "video_0002.safetensors")
+    state, detail = feature_file_state(path, extractor.fingerprint, 64, 32, str(replaced))
+    assert state == CHANGED and "video_0002.mp4 changed" in detail
+    assert extract(parse_args([*args, "--video-changes", "ignore"]))["counts"]["skipped_existing"] == SPEC.num_videos
+    report = extract(parse_args(args))
+    assert report["counts"] == {"skipped_existing": SPEC.num_videos - 1, "computed": 1, "recompute_changed_video": 1,
+                                "failed": 1}  # fmt: skip
+    after = features(output)
+    assert torch.equal(after["synthetic/video_0002.safetensors"], after["synthetic/video_0007.safetensors"])
+    assert feature_file_state(path, extractor.fingerprint, 64, 32, str(replaced))[0] == VALID
 
 
 def test_stale_features_are_refused_or_recomputed(workspace, baseline, tmp_path, one_thread):

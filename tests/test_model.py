@@ -11,7 +11,7 @@ from modeling_hour_llava import (
     num_image_tokens,
     num_video_tokens,
 )
-from modeling_hour_llava.memory_hour_llava import decayed_video_tokens, resample_frame_indices
+from modeling_hour_llava.memory_hour_llava import decayed_video_tokens, resample_frame_indices, temporal_forgetting
 
 from conftest import IMAGE_TOKEN, VIDEO_TOKEN, tiny_config, tiny_model, video_prompt
 
@@ -190,3 +190,49 @@ def test_beam_search_repeats_each_samples_images_with_it():
         ]
     )
     assert torch.equal(batch, alone)
+
+
+def test_keyframe_selection_on_frozen_vision_features_is_a_criterion_training_cannot_move(tmp_path):
+    """`temporal_selection_features="vision"`: keyframes come from the tower's pooled features before the projector,
+    so changing the projector (what stage-3 training does) leaves the chosen frames as they were; on the projected
+    memory ("memory") they move with it. Memories carry the summaries through save/load and indexing."""
+    import copy
+
+    video = frames(160, seed=3)
+    video[40:] += 2.0  # a scene change at frame 40, in pixels
+
+    def kept_frames(model, memory) -> list[int]:
+        summaries = memory.vision_summaries[0] if memory.vision_summaries else memory.frame_tokens[0].mean(1)
+        return temporal_forgetting(160, model.config, frame_summaries=summaries).tolist()
+
+    for features in ("vision", "memory"):
+        model = tiny_model(use_memaug=False, temporal_forgetting_mode="keyframe", temporal_selection_features=features,
+                           spatial_forgetting_mode="uniform")  # fmt: skip
+        retrained = copy.deepcopy(model)
+        weight = retrained.model.multi_modal_projector.linear_1.weight
+        with torch.no_grad():
+            weight.mul_(torch.rand(weight.shape, generator=torch.Generator().manual_seed(1)) * 4)
+        ids = video_prompt(num_video_tokens(160, model.config), [5, 6], [7])
+        chosen = []
+        for candidate in (model, retrained):
+            with torch.no_grad():
+                memory = candidate.encode_video(pixel_values_videos=video, video_num_frames=[160])
+                out = candidate(input_ids=ids, video_memory=memory)
+                summaries = memory.vision_summaries[0] if memory.vision_summaries else None
+                newline = candidate.model.image_newline
+                expected = decayed_video_tokens(
+                    memory.frame_tokens[0], newline, candidate.config, vision_summaries=summaries
+                )
+            torch.testing.assert_close(out.video_hidden_states, expected.embeds)  # the forward selects these frames
+            chosen.append(kept_frames(candidate, memory))
+        if features == "vision":
+            assert memory.vision_summaries[0].shape == (160, model.config.vision_config.hidden_size)
+            assert chosen[0] == chosen[1] and 40 in chosen[0]
+            memory.save(tmp_path / "memory.safetensors")
+            loaded = type(memory).load(tmp_path / "memory.safetensors")
+            assert torch.equal(loaded.vision_summaries[0], memory.vision_summaries[0])
+            assert torch.equal((loaded + loaded)[[1]].vision_summaries[0], memory.vision_summaries[0])
+        else:
+            assert memory.vision_summaries is None and chosen[0] != chosen[1]
+    with pytest.raises(ValueError, match="temporal_selection_features='memory'"):
+        tiny_config(temporal_forgetting_mode="question", temporal_selection_features="vision")

@@ -16,6 +16,7 @@ from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 SPATIAL_FORGETTING_MODES = ("random", "uniform")
 TEMPORAL_FORGETTING_MODES = ("uniform", "random", "keyframe", "question")
+TEMPORAL_SELECTION_FEATURES = ("memory", "vision")
 MEMORY_POOL_MODES = ("bilinear", "bicubic", "area", "nearest")
 
 
@@ -44,6 +45,10 @@ class HourLlavaConfig(PreTrainedConfig):
         spatial_keep_ratio (`float`, 1/4), spatial_forgetting_mode (`"random"` | `"uniform"`): tokens kept per frame.
         temporal_keep_ratio (`float`, 1/4), temporal_min_frames (32), temporal_max_frames (512),
         temporal_forgetting_mode (`"uniform"` | `"random"` | `"keyframe"` | `"question"`): frames kept.
+        temporal_selection_features (`"memory"` | `"vision"`, "memory"): what `keyframe` compares between frames:
+            the projected memory tokens (the projector trains, so training shapes which frames change most), or the
+            frozen vision tower's pooled features before the projector (a fixed criterion). `question` needs
+            `"memory"`: the question's embeddings live in the decoder's space.
         forgetting_seed (`int`, 0): mixed into the per-input generator that makes random spatial forgetting
             deterministic at inference. Training draws from torch's global generator, as the reference does.
 
@@ -110,6 +115,7 @@ class HourLlavaConfig(PreTrainedConfig):
     temporal_min_frames: int = 32
     temporal_max_frames: int = 512
     temporal_forgetting_mode: Literal["uniform", "random", "keyframe", "question"] = "uniform"
+    temporal_selection_features: Literal["memory", "vision"] = "memory"
     forgetting_seed: int = 0
 
     use_memaug: bool = True
@@ -147,6 +153,16 @@ class HourLlavaConfig(PreTrainedConfig):
             raise ValueError(
                 f"temporal_forgetting_mode={self.temporal_forgetting_mode!r}; expected one of "
                 f"{TEMPORAL_FORGETTING_MODES}"
+            )
+        if self.temporal_selection_features not in TEMPORAL_SELECTION_FEATURES:
+            raise ValueError(
+                f"temporal_selection_features={self.temporal_selection_features!r}; expected one of "
+                f"{TEMPORAL_SELECTION_FEATURES}"
+            )
+        if self.temporal_forgetting_mode == "question" and self.temporal_selection_features != "memory":
+            raise ValueError(
+                "temporal_forgetting_mode='question' compares the question's embeddings with frames in the decoder's "
+                "space; set temporal_selection_features='memory'"
             )
         if self.memory_pool_mode not in MEMORY_POOL_MODES:
             raise ValueError(f"memory_pool_mode={self.memory_pool_mode!r}; expected one of {MEMORY_POOL_MODES}")
