@@ -38,7 +38,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.dataset_building import machine_info  # noqa: E402
 from dataset_builder.media import write_json_atomically  # noqa: E402
-from dataset_builder.recall_suite import RECALL_TASKS, RecallSpec, grouped_chat, write_recall_suite  # noqa: E402
+from dataset_builder.recall_suite import TASK_OF, RecallSpec, grouped_chat, write_recall_suite  # noqa: E402
 from hour_llava_lmms.evaluation import length_bucket, write_atomically  # noqa: E402
 from hour_llava_training.recall import VARIANTS, recall_tower, shared_tower_paths, write_recall_init  # noqa: E402
 
@@ -249,7 +249,7 @@ def logged_losses(args: argparse.Namespace, variant: str, seed: int) -> list[flo
 def columns(results: dict) -> list[str]:
     keys = {key for runs in results.values() for run in runs.values() for key in run}
     lengths = sorted((k for k in keys if k.endswith(" min")), key=lambda k: float(k.split("-")[0]))
-    return ["all", *[t for t in RECALL_TASKS if t in keys], "open-ended", "multiple-choice", *lengths]
+    return ["all", *[t for t in TASK_OF if t in keys], "open-ended", "multiple-choice", *lengths]
 
 
 def summarize(results: dict[str, dict[int, dict[str, float]]]) -> dict:
@@ -295,7 +295,7 @@ def export_default(args: argparse.Namespace, results: dict) -> None:
     from hour_llava_training.recall import export_recall_model
 
     accuracy = results["memaug"][args.export_seed]
-    by_task = ", ".join(f"{task} {accuracy[task]:.0f} %" for task in RECALL_TASKS if task in accuracy)
+    by_task = ", ".join(f"{task} {accuracy[task]:.0f} %" for task in TASK_OF if task in accuracy)
     card = MODEL_CARD.format(seed=args.export_seed, all=accuracy["all"], by_task=by_task, steps=args.max_steps,
                              videos=args.train_videos, test=args.test_videos, batch=args.batch_size)  # fmt: skip
     export_recall_model(f"{args.workdir}/runs/memaug-seed{args.export_seed}/model", args.export_to, card)

@@ -1,31 +1,46 @@
-"""MemAug against hand-made compression on the one-flash recall suite, with a curriculum from short to hour-long videos.
+"""MemAug against hand-made compression on the recall suite's one-flash and needle forms, trained in stages.
 
-    .venv/bin/python benchmarks/recall_curriculum.py \
-        --stages fixed:300 moving:400 medium:400 long:400 --tests test test-medium test-long \
-        --variants memaug uniform random keyframe question --seeds 0 1 --export memaug:0    # the README table
+    .venv/bin/python benchmarks/recall_curriculum.py --stages fixed:300 moving:400 --tests test test-medium \
+        test-long --eval-every 700 --variants memaug uniform random keyframe question --seeds 0 1 \
+        --export memaug:0                                                   # the one-flash table (README)
+    .venv/bin/python benchmarks/recall_curriculum.py --stages pink-slow:300 pink:700 --kept-frames 16 \
+        --tests test-pink-slow test-pink test-pink-long --eval-every 100 \
+        --variants memaug uniform random keyframe-vision keyframe question --seeds 0 1 \
+        --json benchmarks/results/recall_needle.json --markdown benchmarks/results/recall_needle.md   # the needle table
 
-The suite's easiest form (`dataset_builder.recall_suite.ONE_FLASH`: one coloured shape flashed for 2 or 3 s,
-scenes of 5 to 15 s, open-ended colour, shape and scene questions; chance 23.6 %), trained in stages:
+The one-flash form (`dataset_builder.recall_suite.ONE_FLASH`: one coloured shape flashed for 2 or 3 s, scenes of 5
+to 15 s, open-ended colour, shape and scene questions; chance 23.6 %):
 
 - `fixed`: 1.5-3 min videos with the flash at second 0, a frame uniform forgetting always keeps, so the decoder
   learns to read a flash before it must find one;
 - `moving`: 1.5-3 min videos, the flash anywhere;
 - `medium`: 5-15 min videos; `long`: 15-60 min videos (held out: `test`, `test-medium`, and `test-long`, 30-60 min).
 
-Every variant has the same decoder budget (64 frames x 1 token + newline) and shares one frozen tower, pretrained
-for the suite's world (`hour_llava_training.recall.recall_tower`; `--random-tower` for a random one, with which no
-variant leaves chance). Each variant and seed starts from a fresh init and is trained in a child process (AdamW,
-constant rate, the package's collator on cached features, one thread); every `--eval-every` steps the held-out
-accuracy of the first answer token (teacher-forced; cheap, and kind where answers share a first token) on every
-`--tests` set is recorded, and at the end the exact-answer accuracy (every answer token and the end of turn are the
-greedy choice, i.e. generation writes exactly the answer), which the table reports. A finished run is reused under
-the same settings. Results: --json and --markdown (atomically), the trained models under
-`<workdir>/runs/<settings>/`; `--export VARIANT:SEED` makes one the embedded default.
+The needle form (`NEEDLE`: a flash every 5 to 12 s, one of them, the needle, the only one of its colour; "Which
+shape flashed on screen in pink?", "What was the background colour when the pink shape flashed?"; chance 22.9 %),
+at a budget of 16 kept frames (`--kept-frames 16`), so that 3-6 minute videos keep one frame in 11 to 22 seconds:
+
+- `needle-slow` / `pink-slow`: 2-2.5 min videos whose flashes last 10-12 s, so the 16 uniformly kept frames show
+  every flash and the decoder learns to read the needle among its distractors;
+- `needle-quick`: 2-3 min videos with 2-3 s flashes; `needle` / `pink`: 3-6 min videos (held out: `test-needle*`,
+  `test-pink*`, 20-40 min for `*-long`). In the `pink*` sets every needle is pink (one search target to learn).
+
+Every variant has the same decoder budget and shares one frozen tower, pretrained for the suite's world
+(`hour_llava_training.recall.recall_tower`; `--random-tower` for a random one, with which no variant leaves
+chance). Each variant and seed starts from a fresh init and is trained in a child process (AdamW, constant rate,
+the package's collator on cached features, one thread); every `--eval-every` steps the held-out accuracy of the
+first answer token (teacher-forced; cheap, and kind where answers share a first token) on every `--tests` set is
+recorded, and at the end the exact-answer accuracy (every answer token and the end of turn are the greedy choice,
+i.e. generation writes exactly the answer), which the table reports, and how often the asked-about flash is among
+the frames forgetting keeps (`asked_flash_kept`, in brackets). A finished run is reused under the same settings.
+Results: --json and --markdown (atomically), the trained models under `<workdir>/runs/<settings>/`;
+`--export VARIANT:SEED` makes one the embedded default.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +50,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -44,10 +60,50 @@ from dataset_builder.media import write_json_atomically  # noqa: E402
 from hour_llava_lmms.evaluation import write_atomically  # noqa: E402
 
 SHORT, MEDIUM, LONG, HOUR = (1.5, 3.0), (5.0, 15.0), (15.0, 60.0), (30.0, 60.0)  # video lengths, minutes
-# name: (videos, seed, flash_start, lengths); "test*" sets are held out, the others are training stages.
-SETS = {"fixed": (600, 8, 0, SHORT), "moving": (600, 9, None, SHORT), "test": (60, 10, None, SHORT),
-        "medium": (400, 11, None, MEDIUM), "long": (300, 12, None, LONG),
-        "test-medium": (40, 13, None, MEDIUM), "test-long": (40, 14, None, HOUR)}  # fmt: skip
+NEEDLE_SHORT, NEEDLE_LONG = (3.0, 6.0), (20.0, 40.0)
+# Chance of an exact answer (%) per form: one-flash 1/4 colour, 1/3 shape, 1/8 scene; needle 1/3 shape, 1/8 scene.
+CHANCE = {"one-flash": 100 * (1 / 4 + 1 / 3 + 1 / 8) / 3, "needle": 100 * (1 / 3 + 1 / 8) / 2}
+
+
+SLOW_NEEDLES = {"flash_seconds": (10, 12), "flash_gap_seconds": (1, 4), "min_scene_seconds": 13,
+                "max_scene_seconds": 18}  # fmt: skip
+
+
+class RecallSet(NamedTuple):
+    """A set of the suite: how many videos, its seed, their lengths (minutes), its form (`one-flash`: ONE_FLASH,
+    `needle`: NEEDLE) and RecallSpec fields on top of the form's."""
+
+    videos: int
+    seed: int
+    minutes: tuple[float, float]
+    form: str
+    spec: dict = {}
+
+
+# Sets named "test*" are held out, the others are training stages.
+SETS = {
+    "fixed": RecallSet(600, 8, SHORT, "one-flash", {"flash_start": 0}),
+    "moving": RecallSet(600, 9, SHORT, "one-flash"),
+    "test": RecallSet(60, 10, SHORT, "one-flash"),
+    "medium": RecallSet(400, 11, MEDIUM, "one-flash"),
+    "long": RecallSet(300, 12, LONG, "one-flash"),
+    "test-medium": RecallSet(40, 13, MEDIUM, "one-flash"),
+    "test-long": RecallSet(40, 14, HOUR, "one-flash"),
+    # The needle form: first flashes of 10-12 s in 2-2.5 min videos, which 16 uniformly kept frames (one every 10 s
+    # or less) always catch, so the decoder learns to read the needle among its distractors; then 2-3 s flashes.
+    "needle-slow": RecallSet(600, 24, (2.0, 2.5), "needle", SLOW_NEEDLES),
+    "test-needle-slow": RecallSet(60, 26, (2.0, 2.5), "needle", SLOW_NEEDLES),
+    "needle-quick": RecallSet(600, 25, (2.0, 3.0), "needle"),
+    # The same with every needle pink (the question never changes: the search has one target to learn).
+    "pink-slow": RecallSet(600, 27, (2.0, 2.5), "needle", {**SLOW_NEEDLES, "needle_colour": "pink"}),
+    "pink": RecallSet(800, 28, NEEDLE_SHORT, "needle", {"needle_colour": "pink"}),
+    "test-pink-slow": RecallSet(60, 29, (2.0, 2.5), "needle", {**SLOW_NEEDLES, "needle_colour": "pink"}),
+    "test-pink": RecallSet(60, 30, NEEDLE_SHORT, "needle", {"needle_colour": "pink"}),
+    "test-pink-long": RecallSet(40, 31, NEEDLE_LONG, "needle", {"needle_colour": "pink"}),
+    "needle": RecallSet(800, 21, NEEDLE_SHORT, "needle"),
+    "test-needle": RecallSet(60, 22, NEEDLE_SHORT, "needle"),
+    "test-needle-long": RecallSet(40, 23, NEEDLE_LONG, "needle"),
+}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,6 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             n for n in SETS if not n.startswith("test")) + ")")  # fmt: skip
     parser.add_argument("--tests", nargs="+", default=["test"], choices=[n for n in SETS if n.startswith("test")],
                         help="held-out sets scored at every evaluation")  # fmt: skip
+    parser.add_argument("--kept-frames", type=int, default=None,
+                        help="frames temporal forgetting keeps of every video, for every variant but `full` "
+                        "(default: the recall model's 1/4 of the frames, 32 to 64)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--random-tower", action="store_true",
@@ -76,19 +135,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def set_spec(name: str, max_videos: int = 0):
+    """The RecallSpec of the set `name` of SETS (at most `max_videos` videos, if set); its split is its name."""
+    from dataset_builder.recall_suite import NEEDLE, ONE_FLASH, RecallSpec
+
+    chosen, forms = SETS[name], {"one-flash": ONE_FLASH, "needle": NEEDLE}
+    return RecallSpec(num_videos=min(chosen.videos, max_videos or chosen.videos), split=name, seed=chosen.seed,
+                      min_minutes=chosen.minutes[0], max_minutes=chosen.minutes[1],
+                      **{**forms[chosen.form], **chosen.spec})  # fmt: skip
+
+
 def prepare(
     work: str, tower: str, features: str, names: tuple[str, ...] = ("fixed", "moving", "test"), max_videos: int = 0
 ) -> None:
     """The sets `names` of SETS (at most `max_videos` videos each, if set) as grouped chat rows (3 questions per
     sample) and their features in `features`, by `tower` (a checkpoint folder, `recall_tower`)."""
     from dataset_builder import extract_features
-    from dataset_builder.recall_suite import ONE_FLASH, RecallSpec, grouped_chat, write_recall_suite
+    from dataset_builder.recall_suite import grouped_chat, write_recall_suite
 
     for name in names:
-        videos, seed, start, (shortest, longest) = SETS[name]
-        videos = min(videos, max_videos or videos)
-        spec = RecallSpec(num_videos=videos, split=name, seed=seed, flash_start=start, min_minutes=shortest,
-                          max_minutes=longest, **ONE_FLASH)  # fmt: skip
+        spec = set_spec(name, max_videos)
         suite = write_recall_suite(f"{work}/{name}", spec)
         extract_features.drop_features(features, suite.replaced)  # videos rewritten for a changed spec
         grouped_chat(suite, f"{work}/{name}/chat/train.parquet", group_size=3)
@@ -160,33 +226,100 @@ def held_out(model, rows: list[dict], collate, whole: bool) -> float:
     return 100.0 * right / total
 
 
+@contextlib.contextmanager
+def recorded_frame_selection():
+    """Record the frames temporal forgetting keeps (one list per call) while the model runs: the model's own
+    selection, with its own inputs, generator and features, not a re-computation of it."""
+    from modeling_hour_llava import memory_hour_llava
+
+    original, kept = memory_hour_llava.temporal_forgetting, []
+
+    def recording(*args, **kwargs):
+        frames = original(*args, **kwargs)
+        kept.append(frames.tolist())
+        return frames
+
+    memory_hour_llava.temporal_forgetting = recording
+    try:
+        yield kept
+    finally:
+        memory_hour_llava.temporal_forgetting = original
+
+
+def asked_flash_kept(model, rows: list[dict], collate, timelines: str) -> float:
+    """How often (%) the flash the questions ask about (the needle; the one flash of the one-flash form) is among
+    the frames that temporal forgetting keeps for the decoder, over held-out conversations (one forward each): the
+    ceiling of a hand-made selection."""
+    import torch
+
+    from dataset_builder.recall_suite import Flash, RecallTimeline, needle_of
+
+    with open(timelines) as handle:
+        stored = json.load(handle)["timelines"]
+    asked = {}
+    for item in stored:
+        timeline = RecallTimeline(item["video"], item["duration"], item["scenes"],
+                                  [Flash(**flash) for flash in item["flashes"]])  # fmt: skip
+        flash = timeline.flashes[-1] if len(timeline.flashes) == 1 else needle_of(timeline)
+        asked[timeline.video] = (timeline.duration, flash)
+    kept_count, training = 0, model.training
+    model.eval()  # inference draws its random choices from the input, not from torch's global generator
+    with torch.no_grad(), recorded_frame_selection() as selections:
+        for row in rows:
+            batch = collate([row])
+            model(**batch)
+            memory_frames = max(int(batch["video_num_frames"][0]), model.config.memory_min_frames)
+            duration, flash = asked[os.path.basename(row["messages"][0]["content"][0]["path"])]
+            seconds = {int(k * duration / memory_frames) for k in selections[-1]}
+            kept_count += bool(seconds & set(range(flash.start, flash.end)))
+    model.train(training)
+    return 100.0 * kept_count / len(rows)
+
+
+def kept_of(args: argparse.Namespace, variant: str, model, rows: dict, collate: dict) -> dict[str, float]:
+    """`asked_flash_kept` on every held-out set (none for `full`, which keeps every frame)."""
+    if variant == "full":
+        return {}
+    timelines = {name: f"{args.workdir}/{name}/annotations/timelines.json" for name in args.tests}
+    return {name: asked_flash_kept(model, rows[name], collate[name], timelines[name]) for name in args.tests}
+
+
 def worker(args: argparse.Namespace, variant: str, seed: int, out: str) -> None:
     """Train one variant through every stage in this process and write its accuracy curve (first answer token) and
     final exact-answer accuracy to `out`; with --rescore, only score the model an earlier run saved."""
     import torch
 
-    from hour_llava_training.recall import write_recall_init
+    from hour_llava_training.recall import kept_frames_budget, write_recall_init
     from modeling_hour_llava import HourLlavaForConditionalGeneration, HourLlavaProcessor
 
     torch.set_num_threads(1)
     stages = parse_stages(args.stages)
     trained = f"{os.path.dirname(out)}/model-{variant}-{seed}"
-    if args.rescore:
-        model = HourLlavaForConditionalGeneration.from_pretrained(trained)
-        rows, collate = load_sets(args, HourLlavaProcessor.from_pretrained(trained), args.tests)
+    init = f"{os.path.dirname(out)}/init-{variant}-{seed}"
+    if args.rescore:  # what an earlier run's result lacks, from its saved init and trained models
         with open(out) as handle:
             result = json.load(handle)
-        result["final"] = {name: held_out(model, rows[name], collate[name], whole=True) for name in args.tests}
+        rows, collate = load_sets(args, HourLlavaProcessor.from_pretrained(trained), args.tests)
+        model = HourLlavaForConditionalGeneration.from_pretrained(trained)
+        if "final" not in result:
+            result["final"] = {name: held_out(model, rows[name], collate[name], whole=True) for name in args.tests}
+        if "kept" not in result:
+            result["kept"] = kept_of(args, variant, model, rows, collate)
+        if "kept_at_init" not in result:
+            untrained = HourLlavaForConditionalGeneration.from_pretrained(init)
+            result["kept_at_init"] = kept_of(args, variant, untrained, rows, collate)
         write_json_atomically(out, result)
         return
     tower, _ = tower_and_features(args)
-    init = write_recall_init(f"{os.path.dirname(out)}/init-{variant}-{seed}", variant, seed=seed, tower_from=tower)
+    budget = kept_frames_budget(args.kept_frames) if args.kept_frames and variant != "full" else None
+    write_recall_init(init, variant, seed=seed, tower_from=tower, overrides=budget)
     model = HourLlavaForConditionalGeneration.from_pretrained(init)
     processor = HourLlavaProcessor.from_pretrained(init)
     for name, parameter in model.named_parameters():
         parameter.requires_grad = not name.startswith("model.vision_tower")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
     rows, collate = load_sets(args, processor, sorted({name for name, _ in stages} | set(args.tests)))
+    kept_at_init = kept_of(args, variant, model, rows, collate)  # what the selection keeps before any training
 
     torch.manual_seed(seed)
     sampler = random.Random(seed)
@@ -206,11 +339,12 @@ def worker(args: argparse.Namespace, variant: str, seed: int, out: str) -> None:
                               "seconds": round(time.time() - started, 1)})  # fmt: skip
                 print(variant, seed, curve[-1], flush=True)
     final = {name: held_out(model, rows[name], collate[name], whole=True) for name in args.tests}
+    kept = kept_of(args, variant, model, rows, collate)
     # The trained model, loadable like any checkpoint (the embedded default is exported from here).
     model.save_pretrained(trained)
     processor.save_pretrained(trained)
-    write_json_atomically(out, {"variant": variant, "seed": seed, "curve": curve, "final": final,
-                                "seconds": round(time.time() - started, 1)})  # fmt: skip
+    write_json_atomically(out, {"variant": variant, "seed": seed, "curve": curve, "final": final, "kept": kept,
+                                "kept_at_init": kept_at_init, "seconds": round(time.time() - started, 1)})  # fmt: skip
 
 
 def tower_and_features(args: argparse.Namespace) -> tuple[str, str]:
@@ -223,6 +357,8 @@ def tower_and_features(args: argparse.Namespace) -> tuple[str, str]:
 def settings_key(args: argparse.Namespace) -> str:
     """A short hash of everything that changes a worker's result except its variant and seed."""
     keys = ("stages", "tests", "batch_size", "learning_rate", "eval_every", "max_videos", "random_tower")
+    if args.kept_frames:  # only when set, so runs made before the option existed keep their keys
+        keys += ("kept_frames",)
     settings = {k: getattr(args, k) for k in keys}
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -255,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(command, check=True, env=env, cwd=ROOT)
         with open(out) as handle:
             result = json.load(handle)
-        if "final" not in result:  # a run finished before exact-answer scoring existed: score its saved model
+        if not {"final", "kept", "kept_at_init"} <= result.keys():  # finished before that scoring existed
             command = [sys.executable, os.path.abspath(__file__), *(argv or sys.argv[1:]), "--rescore", "--worker",
                        variant, str(seed), out]  # fmt: skip
             subprocess.run(command, check=True, env=env, cwd=ROOT)
@@ -266,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run, [(v, s) for s in args.seeds for v in args.variants]))
     for test in args.tests:
-        print(f"\nheld-out accuracy (%) on {test!r} ({SETS[test][3][0]:g} to {SETS[test][3][1]:g} min)")
+        print(f"\nheld-out accuracy (%) on {test!r} ({SETS[test].minutes[0]:g} to {SETS[test].minutes[1]:g} min)")
         print(
             "| variant | seed | " + " | ".join(f"step {p['step']} ({p['stage']})" for p in results[0]["curve"]) + " |"
         )
@@ -276,8 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     table, markdown = final_table(results, args.tests)
     print("\n" + markdown)
     arguments = {k: v for k, v in vars(args).items() if k != "worker"}
+    chance = {test: CHANCE[SETS[test].form] for test in args.tests}
     report = {"benchmark": "recall_curriculum", "run_dir": os.path.relpath(run_dir, ROOT), "args": arguments,
-              "chance_percent": 100 * (1 / 4 + 1 / 3 + 1 / 8) / 3, "final": table, "results": results,
+              "chance_percent": chance, "final": table, "results": results,
               "seconds": round(time.time() - started, 1), "load_average_before": load_before,
               "load_average_after": os.getloadavg()}  # fmt: skip
     write_json_atomically(args.json, report)
@@ -296,17 +433,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def final_table(results: list[dict], tests: list[str]) -> tuple[dict, str]:
     """Exact-answer accuracy of the trained models, mean and standard deviation over seeds, per variant and held-out
-    set, as a dict and a markdown table (with each set's video lengths)."""
+    set, with the mean share of conversations whose asked-about flash survives forgetting (`asked_flash_kept`, in
+    brackets), as a dict and a markdown table (with each set's video lengths)."""
     table: dict[str, dict[str, dict]] = {}
     for variant in dict.fromkeys(r["variant"] for r in results):
-        finals = [r["final"] for r in results if r["variant"] == variant]
-        table[variant] = {test: {"mean": statistics.fmean(f[test] for f in finals),
-                                 "std": statistics.pstdev(f[test] for f in finals) if len(finals) > 1 else 0.0,
-                                 "seeds": len(finals)} for test in tests}  # fmt: skip
-    header = " | ".join(f"{test} ({SETS[test][3][0]:g}-{SETS[test][3][1]:g} min)" for test in tests)
+        runs = [r for r in results if r["variant"] == variant]
+        table[variant] = {}
+        for test in tests:
+            scores = [r["final"][test] for r in runs]
+            kept = [r["kept"][test] for r in runs if test in r.get("kept", {})]
+            table[variant][test] = {"mean": statistics.fmean(scores), "seeds": len(scores),
+                                    "std": statistics.pstdev(scores) if len(scores) > 1 else 0.0,
+                                    "kept": statistics.fmean(kept) if kept else None}  # fmt: skip
+    header = " | ".join(f"{test} ({SETS[test].minutes[0]:g}-{SETS[test].minutes[1]:g} min)" for test in tests)
     lines = [f"| variant | seeds | {header} |", "|---|---|" + "---|" * len(tests)]
     for variant, cells in table.items():
-        values = " | ".join(f"{cells[t]['mean']:.1f} ± {cells[t]['std']:.1f}" for t in tests)
+        values = " | ".join(
+            f"{cells[t]['mean']:.1f} ± {cells[t]['std']:.1f}" + (f" [{cells[t]['kept']:.0f}]" if cells[t]["kept"]
+                                                                 is not None else "")
+            for t in tests
+        )  # fmt: skip
         lines.append(f"| {variant} | {cells[tests[0]]['seeds']} | {values} |")
     return table, "\n".join(lines)
 
@@ -339,7 +485,9 @@ def export(args: argparse.Namespace, run_dir: str, variant: str, seed: int, resu
     from hour_llava_training.recall import export_recall_model
 
     final = result["final"]
-    accuracy = ", ".join(f"{final[t]:.1f} % on {SETS[t][3][0]:g}-{SETS[t][3][1]:g} min videos" for t in args.tests)
+    accuracy = ", ".join(
+        f"{final[t]:.1f} % on {SETS[t].minutes[0]:g}-{SETS[t].minutes[1]:g} min videos" for t in args.tests
+    )
     card = MODEL_CARD.format(variant=variant, seed=seed, stages=" then ".join(args.stages), batch=args.batch_size,
                              accuracy=accuracy)  # fmt: skip
     export_recall_model(f"{run_dir}/model-{variant}-{seed}", args.export_to, card)

@@ -24,6 +24,20 @@ Five tasks, each asked open-ended and as four-option multiple choice (VideoMarat
 No question names a flash's shape or colour (an earlier version did, "What colour was the circle...?", and in the
 grouped training samples one question then gave away another's answer), so the only way to an answer is the video.
 
+The *needle* form (`NEEDLE`, `RecallSpec.flash_gap_seconds`) asks about content that is not the most salient change
+in its video: flashes follow each other through the whole video (one every 5 to 12 s), all alike in size, length
+and shapes, and exactly one of them, the needle, has a colour no other flash has. Its two questions name that
+colour and ask for what only the needle's frames show; neither names the other's answer:
+
+| recall task | question | answer |
+|---|---|---|
+| needle_shape | Which shape flashed on screen in pink? | triangle [Object Recognition] |
+| needle_scene | What was the background colour when the pink shape flashed? | grey [Scene Recognition] |
+
+A change detector (keyframe selection) sees dozens to hundreds of changes as large as the needle's and keeps a
+budget's worth of them, and a fixed question-to-frame similarity cannot tell the needle from its distractors:
+finding it takes reading the question and searching the whole memory, what MemAug is for.
+
 Train and test sets are written by separate calls with different `split` names (so different videos) and seeds.
 Rows follow the VideoMarathon Hub schema plus `recall_task`; `answers_from_frames` reads the answers back from decoded
 pixels, so tests check that the videos say what the rows claim.
@@ -57,11 +71,17 @@ RECALL_TASKS = {
     "order": "Temporal Order",
     "scene": "Scene Recognition",
 }
+NEEDLE_TASKS = {"needle_shape": "Object Recognition", "needle_scene": "Scene Recognition"}
+TASK_OF = {**RECALL_TASKS, **NEEDLE_TASKS}  # recall task -> VideoMarathon task
 
 # The suite's easiest form, the embedded model's world (`demo.py`, `benchmarks/recall_curriculum.py`): one flash per
 # video, shorter scenes, and the three open-ended questions about it (chance 23.6 %: 1/4, 1/3 and 1/8).
 ONE_FLASH = {"min_scene_seconds": 5, "max_scene_seconds": 15, "max_flashes": 1, "question_types": (OPEN_ENDED,),
              "tasks": ("colour", "shape", "scene")}  # fmt: skip
+# The needle form: a flash every 5 to 12 s (2-3 s shown, 3-9 s of background between), one of a unique colour, and
+# the two open-ended questions about it (chance 22.9 %: 1/3 and 1/8).
+NEEDLE = {"min_scene_seconds": 5, "max_scene_seconds": 15, "flash_gap_seconds": (3, 9),
+          "question_types": (OPEN_ENDED,), "tasks": tuple(NEEDLE_TASKS)}  # fmt: skip
 
 
 @dataclass
@@ -71,7 +91,11 @@ class RecallSpec:
     size (square, pixels), scene and flash lengths (seconds), flashes per video, the split name (prefix of every
     video file, so train and test never share a video), seed, codec, question types and recall tasks.
     flash_start: every video's single flash (needs `max_flashes=1`) starts at this second instead of a random one,
-    a curriculum stage: at second 0 the flash sits where uniform forgetting always looks."""
+    a curriculum stage: at second 0 the flash sits where uniform forgetting always looks.
+    flash_gap_seconds: the needle form (`NEEDLE`): flashes one after another through the whole video, this many
+    seconds of background between two, one of them the needle (`needle_of`); `max_flashes` is then unused.
+    needle_colour: every needle has this colour (a curriculum stage: the question no longer varies) instead of a
+    random one."""
 
     num_videos: int = 10
     min_minutes: float = 5.0
@@ -89,6 +113,8 @@ class RecallSpec:
     question_types: tuple[str, ...] = (OPEN_ENDED, MULTIPLE_CHOICE)
     tasks: tuple[str, ...] = tuple(RECALL_TASKS)
     flash_start: int | None = None
+    flash_gap_seconds: tuple[int, int] | None = None
+    needle_colour: str | None = None
 
 
 @dataclass
@@ -143,6 +169,8 @@ def make_timeline(video: str, duration: int, spec: RecallSpec, rng: random.Rando
         colour = rng.choice([c for c in BACKGROUNDS if c != previous])
         scenes.append((start, end, colour))
         start, previous = end, colour
+    if spec.flash_gap_seconds is not None:
+        return RecallTimeline(video, duration, scenes, needle_flashes(video, duration, scenes, spec, rng))
     count = rng.randint(1, spec.max_flashes)
     shapes, colours = rng.sample(SHAPES, count), rng.sample(list(SHAPE_COLOURS), count)
     margin, longest = spec.max_scene_seconds, spec.flash_seconds[1]
@@ -164,6 +192,63 @@ def make_timeline(video: str, duration: int, spec: RecallSpec, rng: random.Rando
         flash = flashes[0]
         flash.start, flash.end = spec.flash_start, spec.flash_start + (flash.end - flash.start)
     return RecallTimeline(video=video, duration=duration, scenes=scenes, flashes=flashes)
+
+
+def needle_flashes(
+    video: str, duration: int, scenes: list[tuple[int, int, str]], spec: RecallSpec, rng: random.Random
+) -> list[Flash]:
+    """The needle form's flashes: from the end of the first scene to the start of the last, each after a gap of
+    `flash_gap_seconds` and inside one scene (pushed to the next scene's start when it would cross a cut), placed
+    and shaped at random; one at a random place, the needle, gets a colour that every other flash lacks. (A unique
+    *shape* would not do: with the suite's tower a square changes a frame's summary more than a triangle, so
+    keyframe selection would find square needles among triangles for free.)"""
+    spans, second, stop = [], scenes[0][1], scenes[-1][0]
+    while True:
+        length = rng.randint(*spec.flash_seconds)
+        second += rng.randint(*spec.flash_gap_seconds)
+        if second + length > stop:
+            break
+        scene_end = next(end for start, end, _ in scenes if start <= second < end)
+        if second + length > scene_end:  # scenes outlast flashes, so the next one holds it
+            second = scene_end
+            if second + length > stop:
+                break
+        spans.append((second, second + length))
+        second += length
+    if len(spans) < 3:
+        raise ValueError(f"{video}: {duration} s holds {len(spans)} flashes of the needle form; use longer videos")
+    needle, unique = rng.randrange(len(spans)), rng.choice(list(SHAPE_COLOURS))
+    if spec.needle_colour is not None:
+        if spec.needle_colour not in SHAPE_COLOURS:
+            raise ValueError(f"RecallSpec.needle_colour={spec.needle_colour!r}; expected one of {list(SHAPE_COLOURS)}")
+        unique = spec.needle_colour
+    colours = distractor_colours(len(spans) - 1, [colour for colour in SHAPE_COLOURS if colour != unique], rng)
+    colours.insert(needle, unique)
+    flashes = []
+    for (start, end), colour in zip(spans, colours, strict=True):
+        side = rng.randint(round(spec.size * SHAPE_SIDE[0]), round(spec.size * SHAPE_SIDE[1]))
+        x, y = rng.randint(0, spec.size - side), rng.randint(0, spec.size - side)
+        flashes.append(Flash(start, end, rng.choice(SHAPES), colour, (x, y, x + side, y + side)))
+    return flashes
+
+
+def distractor_colours(count: int, colours: list[str], rng: random.Random) -> list[str]:
+    """`count` (>= 2) colours drawn from `colours` in pairs (a triple when three are left), shuffled: every colour
+    used is used at least twice, so the needle's stays the only colour shown once."""
+    picked: list[str] = []
+    while len(picked) < count:
+        picked += [rng.choice(colours)] * (3 if count - len(picked) == 3 else 2)
+    rng.shuffle(picked)
+    return picked
+
+
+def needle_of(timeline: RecallTimeline) -> Flash:
+    """The needle form's needle: the one flash whose colour no other flash has."""
+    colours = [flash.colour for flash in timeline.flashes]
+    unique = [flash for flash in timeline.flashes if colours.count(flash.colour) == 1]
+    if len(unique) != 1 or len(colours) < 3:
+        raise ValueError(f"{timeline.video} is not a needle-form video: no one flash is the only one of its colour")
+    return unique[0]
 
 
 def shape_mask(shape: str, box: tuple[int, int, int, int], size: int) -> np.ndarray:
@@ -199,21 +284,23 @@ def nearest(colour: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str
 def answers_from_frames(frames: np.ndarray, timeline: RecallTimeline) -> dict[str, str]:
     """Read the open-ended answers back from decoded frames at 1 fps, (T, H, W, 3) uint8, using only where flashes
     are (their boxes and times), not what they are: the colour inside each flash box, the shape that best matches
-    the pixels that differ from the background, the background next to the box."""
+    the pixels that differ from the background (the neighbouring frame, before or after, that matches the flash's
+    frame best outside the box: a flash may begin or end at a scene cut), the background next to the box."""
     found = []
     size = frames.shape[1]
     for flash in timeline.flashes:
         frame = frames[flash.start].astype(np.float32)
-        background = frames[flash.start - 1 if flash.start else flash.end].astype(np.float32)
+        masks = {shape: shape_mask(shape, flash.box, size) for shape in SHAPES}
+        outside = ~masks["square"]
+        neighbours = [frames[k].astype(np.float32) for k in (flash.start - 1, flash.end) if 0 <= k < len(frames)]
+        background = min(neighbours, key=lambda other: float(np.abs(other - frame)[outside].mean()))
         changed = np.abs(frame - background).sum(-1) > 60
         x0, y0, x1, y1 = flash.box
-        masks = {shape: shape_mask(shape, flash.box, size) for shape in SHAPES}
         shape = max(masks, key=lambda s: float((masks[s] == changed).mean()))
         centre = frame[(y0 + y1) // 2 + (y1 - y0) // 6, (x0 + x1) // 2]
-        outside = ~masks["square"]
         found.append((shape, nearest(centre, SHAPE_COLOURS), nearest(frame[outside].mean(0), BACKGROUNDS)))
     return {
-        "count": COUNT_WORDS[len(found) - 1],
+        "count": COUNT_WORDS[len(found) - 1] if len(found) <= len(COUNT_WORDS) else str(len(found)),
         "order": found[0][0],
         "shapes": ",".join(f"{shape}:{colour}:{scene}" for shape, colour, scene in found),
     }
@@ -225,7 +312,7 @@ def answers_from_frames(frames: np.ndarray, timeline: RecallTimeline) -> dict[st
 def recall_question(task: str, timeline: RecallTimeline, rng: random.Random) -> tuple[str, str, list[str]]:
     """One question about the flashes, naming none of their attributes: flashes are referred to by their order
     (`first`, `last`), so no question gives away another's answer (the grouped training samples put several
-    questions about a video in one conversation)."""
+    questions about a video in one conversation). The needle tasks name the needle's shape, which none asks for."""
     first, last = timeline.flashes[0], timeline.flashes[-1]
     if task == "colour":
         return "What colour was the last shape that flashed on screen?", last.colour, others(SHAPE_COLOURS, last.colour)
@@ -243,7 +330,14 @@ def recall_question(task: str, timeline: RecallTimeline, rng: random.Random) -> 
             background,
             others(BACKGROUNDS, background),
         )
-    raise ValueError(f"unknown recall task {task!r}; expected one of {sorted(RECALL_TASKS)}")
+    if task in NEEDLE_TASKS:
+        needle = needle_of(timeline)
+        if task == "needle_shape":
+            return f"Which shape flashed on screen in {needle.colour}?", needle.shape, others(SHAPES, needle.shape)
+        background = timeline.background_at(needle.start)
+        question = f"What was the background colour when the {needle.colour} shape flashed?"
+        return question, background, others(BACKGROUNDS, background)
+    raise ValueError(f"unknown recall task {task!r}; expected one of {sorted(TASK_OF)}")
 
 
 def others(pool, answer: str) -> list[str]:
@@ -255,7 +349,7 @@ def qa_rows(timeline: RecallTimeline, spec: RecallSpec, rng: random.Random) -> l
     rows = []
     stem = os.path.splitext(timeline.video)[0]
     for recall_task in spec.tasks:
-        task = RECALL_TASKS[recall_task]
+        task = TASK_OF[recall_task]
         for question_type in spec.question_types:
             question, answer, wrong = recall_question(recall_task, timeline, rng)
             options: list[str] = []

@@ -10,8 +10,14 @@ tower does not (a flash moves its frame's tokens less than a scene cut does), wh
 | variant | temporal compression | MemAug |
 |---|---|---|
 | memaug | uniform (the paper's) | yes: decayed tokens + question attend to the full memory |
-| uniform, random, keyframe, question | that hand-made frame selection | no: decayed tokens go to the decoder |
+| uniform, random | that fixed frame selection | no: decayed tokens go to the decoder |
+| keyframe-vision | keyframes by the frozen tower's features (a fixed criterion) | no |
+| keyframe, question | keyframes by the projected memory; frames most like the question (decoder space) | no |
 | full | none (every token of every frame; the upper bound, short videos only) | no |
+
+`keyframe` and `question` apply a hand-made rule to *trained* features (the projector, the embeddings), so training
+shapes which frames they keep; `keyframe-vision` and the fixed selections cannot learn what to keep.
+`kept_frames_budget(n)` overrides the budget (the needle form uses 16 frames: 32 decoder tokens).
 """
 
 from __future__ import annotations
@@ -58,6 +64,11 @@ VARIANTS: dict[str, dict] = {
     "uniform": {"use_memaug": False, "temporal_forgetting_mode": "uniform"},
     "random": {"use_memaug": False, "temporal_forgetting_mode": "random"},
     "keyframe": {"use_memaug": False, "temporal_forgetting_mode": "keyframe"},
+    "keyframe-vision": {
+        "use_memaug": False,
+        "temporal_forgetting_mode": "keyframe",
+        "temporal_selection_features": "vision",
+    },
     "question": {"use_memaug": False, "temporal_forgetting_mode": "question"},
     "full": {
         "use_memaug": False,
@@ -75,12 +86,24 @@ def recall_tokenizer():
     return build_tokenizer(TOKENIZER_VOCAB, corpus=recall_corpus())
 
 
-def write_recall_init(path: str | os.PathLike, variant: str, seed: int, tower_from: str | None = None) -> str:
+def kept_frames_budget(frames: int) -> dict[str, int]:
+    """Config fields that make temporal forgetting keep exactly `frames` frames of every video (the memory
+    repository has at least `memory_min_frames` = 128 frames, so any `frames` <= 32 is reached at the 1/4 ratio)."""
+    return {"temporal_min_frames": frames, "temporal_max_frames": frames}
+
+
+def write_recall_init(
+    path: str | os.PathLike, variant: str, seed: int, tower_from: str | None = None, overrides: dict | None = None
+) -> str:
     """A random recall-suite model of `variant` (seeded) whose vision tower is copied from `tower_from` (a
-    checkpoint folder), so every variant and seed reads one feature cache; without it the tower is the seed's own."""
+    checkpoint folder), so every variant and seed reads one feature cache; without it the tower is the seed's own.
+    `overrides`: config fields set on top of the variant's (e.g. `kept_frames_budget(16)`), never the tower's."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown recall variant {variant!r}; expected one of {sorted(VARIANTS)}")
-    config = {**RECALL_MODEL_CONFIG, **VARIANTS[variant]}
+    overrides = dict(overrides or {})
+    if {"vision", "text"} & set(overrides):
+        raise ValueError("write_recall_init(overrides=...) sets budget and MemAug fields, not the tower or decoder")
+    config = {**RECALL_MODEL_CONFIG, **VARIANTS[variant], **overrides}
     config["vision"] = dict(RECALL_MODEL_CONFIG["vision"])
     config["text"] = dict(RECALL_MODEL_CONFIG["text"])
 
@@ -234,6 +257,7 @@ __all__ = [
     "RECALL_MODEL_CONFIG",
     "VARIANTS",
     "export_recall_model",
+    "kept_frames_budget",
     "pretrain_recall_tower",
     "random_frames",
     "recall_tokenizer",

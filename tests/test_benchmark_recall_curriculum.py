@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.recall_curriculum import SETS, answer_accuracy, parse_stages  # noqa: E402
+from benchmarks.recall_curriculum import SETS, answer_accuracy, parse_stages, set_spec  # noqa: E402
 
 ARGS = ["--variants", "memaug", "uniform", "--stages", "fixed:2", "medium:2", "--tests", "test", "test-medium",
         "--max-videos", "3", "--batch-size", "2", "--eval-every", "2", "--jobs", "2", "--random-tower"]  # fmt: skip
@@ -34,6 +34,34 @@ def test_stages_are_training_sets_with_a_step_count():
     for bad in ("test:5", "fixed", "nowhere:3", "fixed:x"):
         with pytest.raises(SystemExit, match="NAME:STEPS"):
             parse_stages([bad])
+
+
+def test_every_set_makes_its_videos_at_both_ends_of_its_lengths_and_the_slow_needles_are_never_dropped():
+    """Each set's spec yields timelines (no video too short for its flashes) at its shortest and longest length; in
+    the needle sets one flash is the needle; the `needle-slow` stage's flashes outlast the gap between the frames
+    that uniform forgetting keeps at 16 frames, so every one of them reaches the decoder."""
+    import random
+
+    from dataset_builder.recall_suite import make_timeline, needle_of
+    from hour_llava_training.recall import RECALL_MODEL_CONFIG, kept_frames_budget
+    from modeling_hour_llava import HourLlavaConfig
+    from modeling_hour_llava.memory_hour_llava import memory_frame_count, temporal_forgetting
+
+    fields = {k: v for k, v in RECALL_MODEL_CONFIG.items() if k not in ("vision", "text")}
+    config = HourLlavaConfig(**{**fields, **kept_frames_budget(16)})
+    for name, chosen in SETS.items():
+        spec = set_spec(name)
+        assert spec.split == name and spec.num_videos == chosen.videos
+        for seconds in (round(chosen.minutes[0] * 60), round(chosen.minutes[1] * 60) - 1):
+            for seed in range(30):
+                timeline = make_timeline("v.mp4", seconds, spec, random.Random(seed))
+                if chosen.form == "needle":
+                    needle_of(timeline)
+                if name == "needle-slow":
+                    frames = memory_frame_count(seconds, config)
+                    kept = temporal_forgetting(frames, config, mode="uniform").tolist()
+                    seen = {int(k * seconds / frames) for k in kept}  # memory frame -> second of the video
+                    assert all(seen & set(range(f.start, f.end)) for f in timeline.flashes)
 
 
 def test_an_answer_is_right_only_when_greedy_decoding_writes_all_of_it():
@@ -58,7 +86,7 @@ def test_a_length_curriculum_scores_every_held_out_set_and_a_rerun_reuses_the_ru
     work = tmp_path / "work"
     # The medium set really holds longer videos than the short ones (5 to 15 minutes, capped at 3 videos).
     medium = json.loads((work / "medium" / "annotations" / "timelines.json").read_text())["timelines"]
-    shortest, longest = SETS["medium"][3]
+    shortest, longest = SETS["medium"].minutes
     assert len(medium) == 3 and all(shortest * 60 <= t["duration"] <= longest * 60 for t in medium)
     for result_ in report["results"]:
         # 4 steps, scored after each stage (every 2 steps) on both held-out sets.

@@ -185,3 +185,49 @@ def test_grouped_chat_is_rebuilt_when_the_questions_change_and_reused_otherwise(
     rebuilt = grouped_chat(suite, path, group_size=5)
     assert "appeared" in json.dumps(rebuilt.to_list()) and "flashed" not in json.dumps(rebuilt.to_list())
     assert [p.name for p in path.parent.iterdir()] == ["train.parquet"]  # nothing else where a trainer loads
+
+
+def test_the_needle_is_the_one_flash_of_its_colour_among_many_and_its_answers_are_in_the_pixels(tmp_path):
+    """The needle form: flashes every 5-12 s, each inside one scene, more of them than the 16 frames a
+    `kept_frames_budget(16)` model keeps; exactly one flash of its colour, and its rows' answers read back from
+    the decoded frames."""
+    from dataset_builder.recall_suite import NEEDLE, NEEDLE_TASKS, needle_of
+
+    spec = RecallSpec(num_videos=3, min_minutes=3.0, max_minutes=4.0, split="needle", seed=2, **NEEDLE)
+    suite = write_recall_suite(tmp_path, spec)
+    assert {r["recall_task"] for r in suite.rows} == set(NEEDLE_TASKS)
+    for timeline in suite.timelines:
+        frames, _, _ = decode_frames(os.path.join(suite.video_root, "recall", timeline.video), size=32, min_frames=1)
+        seen = answers_from_frames(frames.permute(0, 2, 3, 1).numpy(), timeline)
+        flashes = [item.split(":") for item in seen["shapes"].split(",")]  # shape, colour, background per flash
+        assert len(flashes) > 16 and seen["count"] == str(len(flashes))
+        colours = [colour for _, colour, _ in flashes]
+        ((shape, colour, background),) = [f for f in flashes if colours.count(f[1]) == 1]
+        assert needle_of(timeline).colour == colour
+        rows = {row["recall_task"]: row for row in suite.rows if row["video"] == timeline.video}
+        assert colour in rows["needle_shape"]["question"] and rows["needle_shape"]["answer"] == shape
+        assert colour in rows["needle_scene"]["question"] and rows["needle_scene"]["answer"] == background
+        assert not {shape, background} & set(" ".join(r["question"] for r in rows.values()).rstrip("?").split())
+        starts = [flash.start for flash in timeline.flashes]
+        assert all(5 <= later - earlier <= 12 + 15 for earlier, later in zip(starts, starts[1:], strict=False))
+        for flash in timeline.flashes:
+            assert 2 <= flash.end - flash.start <= 3
+            assert timeline.background_at(flash.start) == timeline.background_at(flash.end - 1)
+    with pytest.raises(ValueError, match="not a needle-form video"):
+        needle_of(write_recall_suite(tmp_path / "one", RecallSpec(num_videos=1, **SHORT)).timelines[0])
+
+
+def test_a_needle_colour_stage_gives_every_video_the_same_needle_colour_and_question():
+    import random
+
+    from dataset_builder.recall_suite import NEEDLE, make_timeline, needle_of, recall_question
+
+    spec = RecallSpec(needle_colour="pink", **NEEDLE)
+    timelines = [make_timeline("v.mp4", 200, spec, random.Random(seed)) for seed in range(20)]
+    assert {needle_of(t).colour for t in timelines} == {"pink"}
+    assert {recall_question("needle_shape", t, random.Random(0))[0] for t in timelines} == {
+        "Which shape flashed on screen in pink?"
+    }
+    assert len({needle_of(t).shape for t in timelines}) == 3  # what it asks for still varies
+    with pytest.raises(ValueError, match="needle_colour='mauve'"):
+        make_timeline("v.mp4", 200, RecallSpec(needle_colour="mauve", **NEEDLE), random.Random(0))
