@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/recall_ablation.py                       # the README table (about an hour, 2 cores)
     .venv/bin/python benchmarks/recall_ablation.py --seeds 0 --variants memaug uniform --train-videos 20 \\
         --test-videos 6 --max-steps 20 --workdir /tmp/recall-smoke         # a smoke run
+    .venv/bin/python benchmarks/recall_ablation.py --form needle --min-minutes 3 --max-minutes 6 \\
+        --variants memaug uniform random keyframe-vision --curriculum --max-steps 700 --batch-size 8 \\
+        --workdir .cache/recall-needle --json benchmarks/results/recall_ablation_needle.json \\
+        --markdown benchmarks/results/recall_ablation_needle.md           # the needle form (16 kept frames)
 
 1. `dataset_builder.recall_suite`: train and test videos (5 to 60 minutes, 1 fps, disjoint) with their questions;
    the VideoMarathon builder turns the train rows into chat rows.
@@ -40,16 +44,37 @@ from benchmarks.dataset_building import machine_info  # noqa: E402
 from dataset_builder.media import write_json_atomically  # noqa: E402
 from dataset_builder.recall_suite import TASK_OF, RecallSpec, grouped_chat, write_recall_suite  # noqa: E402
 from hour_llava_lmms.evaluation import length_bucket, write_atomically  # noqa: E402
-from hour_llava_training.recall import VARIANTS, recall_tower, shared_tower_paths, write_recall_init  # noqa: E402
+from hour_llava_training.recall import (  # noqa: E402
+    VARIANTS,
+    kept_frames_budget,
+    recall_tower,
+    shared_tower_paths,
+    write_recall_init,
+)
 
 INIT_LOCK = threading.Lock()
-HAND_MADE = ("uniform", "random", "keyframe", "question")
-DEFAULT_VARIANTS = ("memaug", *HAND_MADE)
+HAND_MADE = ("uniform", "random", "keyframe", "question", "keyframe-vision")
+DEFAULT_VARIANTS = ("memaug", *HAND_MADE[:4])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default=os.path.join(ROOT, ".cache", "recall"))
+    parser.add_argument(
+        "--form",
+        choices=("full", "needle"),
+        default="full",
+        help="the suite's full form (five tasks, up to three flashes) or its needle form (a flash "
+        "every 5-12 s, questions about the one of a unique colour: dataset_builder.recall_suite.NEEDLE)",
+    )
+    parser.add_argument(
+        "--needle-colour",
+        default="pink",
+        help="needle form: every needle this colour (the pink* sets of recall_curriculum.py), or 'any'",
+    )
+    parser.add_argument("--kept-frames", type=int, default=None,
+                        help="frames temporal forgetting keeps of every video, for every variant but `full` "
+                        "(default: the recall model's 1/4, 32 to 64 frames; 16 with --form needle)")  # fmt: skip
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=sorted(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--train-videos", type=int, default=300)
@@ -68,6 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="train on short one-flash videos first (flash at second 0, then anywhere; "
                         "benchmarks/recall_curriculum.py), then on the suite")  # fmt: skip
     parser.add_argument("--curriculum-steps", type=int, default=300, help="steps of each curriculum stage")
+    parser.add_argument("--curriculum-videos", type=int, default=0, help="cap on each curriculum set's videos")
     parser.add_argument("--random-tower", action="store_true",
                         help="a random frozen tower instead of one pretrained for the suite's world")  # fmt: skip
     parser.add_argument("--export-seed", type=int, default=None,
@@ -75,7 +101,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--export-to", default=os.path.join(ROOT, "checkpoints", "hour-llava-recall-tiny"))
     parser.add_argument("--json", default=os.path.join(HERE, "results", "recall_ablation.json"))
     parser.add_argument("--markdown", default=os.path.join(HERE, "results", "recall_ablation.md"))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.form == "needle" and args.kept_frames is None:
+        args.kept_frames = 16
+    return args
+
+
+def form_spec(args: argparse.Namespace) -> dict:
+    """RecallSpec fields of the chosen form."""
+    from dataset_builder.recall_suite import NEEDLE
+
+    if args.form == "full":
+        return {}
+    return {**NEEDLE, "needle_colour": None if args.needle_colour == "any" else args.needle_colour}
+
+
+def curriculum_stages(args: argparse.Namespace) -> tuple[str, ...]:
+    """The recall_curriculum.py sets trained on before the suite: how to read a flash before having to find one."""
+    if args.form == "full":
+        return ("fixed", "moving")
+    return ("needle-slow",) if args.needle_colour == "any" else ("pink-slow",)
 
 
 def run(command: list[str], log: str) -> None:
@@ -98,11 +143,13 @@ def prepare_data(args: argparse.Namespace) -> dict[str, str]:
 
     work = args.workdir
     span = {"min_minutes": args.min_minutes, "max_minutes": args.max_minutes}
+    form = form_spec(args)
     train = write_recall_suite(
-        f"{work}/train", RecallSpec(num_videos=args.train_videos, split="train", seed=1, log_uniform=True, **span)
+        f"{work}/train",
+        RecallSpec(num_videos=args.train_videos, split="train", seed=1, log_uniform=True, **span, **form),
     )
     test = write_recall_suite(
-        f"{work}/test", RecallSpec(num_videos=args.test_videos, split="test", seed=2, stratified=True, **span)
+        f"{work}/test", RecallSpec(num_videos=args.test_videos, split="test", seed=2, stratified=True, **span, **form)
     )
     extract_features.drop_features(f"{work}/features", train.replaced + test.replaced)  # rewritten videos
     # Up to `--group-size` questions about one video per training sample (the reference's grouped format): the
@@ -124,7 +171,8 @@ def prepare_data(args: argparse.Namespace) -> dict[str, str]:
     if args.curriculum:
         from benchmarks.recall_curriculum import prepare as prepare_curriculum
 
-        prepare_curriculum(f"{work}/curriculum", tower, curriculum_features)
+        prepare_curriculum(f"{work}/curriculum", tower, curriculum_features, names=curriculum_stages(args),
+                           max_videos=args.curriculum_videos)  # fmt: skip
 
     def extract(suite) -> None:
         run([sys.executable, "-m", "dataset_builder.extract_features", "--model", tower, "--video-root",
@@ -147,6 +195,10 @@ def forget_run_of_other_settings(args: argparse.Namespace, folder: str) -> None:
     import shutil
 
     settings = {name: getattr(args, name) for name in RUN_SETTINGS}
+    if args.form != "full" or args.kept_frames or args.curriculum_videos:  # only then: older runs keep their keys
+        settings |= {
+            name: getattr(args, name) for name in ("form", "needle_colour", "kept_frames", "curriculum_videos")
+        }
     path = os.path.join(folder, "settings.json")
     if os.path.exists(path):
         with open(path) as handle:
@@ -168,11 +220,12 @@ def train_variant(args: argparse.Namespace, paths: dict[str, str], variant: str,
     init = f"{folder}/init"
     with INIT_LOCK:  # initialisation draws from torch's global generator: one thread at a time
         if not os.path.exists(os.path.join(init, "model.safetensors")):
-            write_recall_init(init, variant, seed=seed, tower_from=paths["tower"])
+            budget = kept_frames_budget(args.kept_frames) if args.kept_frames and variant != "full" else None
+            write_recall_init(init, variant, seed=seed, tower_from=paths["tower"], overrides=budget)
     dataset = f"{args.workdir}/train_chat_short" if variant == "full" else f"{args.workdir}/train_chat"
     start = init
     if args.curriculum:  # the same two short stages for every variant, then the suite
-        for stage in ("fixed", "moving"):
+        for stage in curriculum_stages(args):
             stage_dir = f"{args.workdir}/curriculum/{stage}"
             out = f"{folder}/curriculum-{stage}"
             if not os.path.exists(os.path.join(out, "training_summary.json")):
@@ -340,10 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         for variant, seed, accuracy in pool.map(one, jobs):
             results[variant][seed] = accuracy
     table = summarize(results)
+    questions = 10 if args.form == "full" else 2
+    budget = f"{args.kept_frames} frames" if args.kept_frames else "64 frames"
     note = (
-        f"Accuracy (%) on {args.test_videos} test videos x 10 questions, mean ± standard deviation over seeds "
-        f"{args.seeds}; {args.train_videos} training videos, {args.max_steps} steps of {args.batch_size}. "
-        f"Same decoder budget for all but `full` (64 frames x (1 token + newline) = 128 video tokens)"
+        f"Accuracy (%) on {args.test_videos} test videos x {questions} questions ({args.form} form), mean ± standard "
+        f"deviation over seeds {args.seeds}; {args.train_videos} training videos, {args.max_steps} steps of "
+        f"{args.batch_size}. Same decoder budget for all but `full` ({budget} x (1 token + newline))"
         + (f"; `full` keeps every token and is trained and tested on videos up to {args.full_max_minutes:g} min."
            if "full" in table else ".")
     )  # fmt: skip

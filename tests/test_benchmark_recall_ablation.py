@@ -52,3 +52,33 @@ def test_the_ablation_table_is_what_the_sample_logs_say_and_a_rerun_reuses_every
     assert again.returncode == 0, again.stderr[-3000:]
     assert "train.py" not in again.stdout and "evaluate.py" not in again.stdout
     assert {p: p.stat().st_mtime_ns for p in work.rglob("model.safetensors")} == stamps
+
+
+@pytest.mark.slow
+def test_the_needle_form_trains_each_variant_at_its_budget_after_the_slow_needle_stage(tmp_path):
+    """`--form needle`: needle questions only, every init at 16 kept frames (`full` aside), the pink-slow stage of
+    recall_curriculum.py trained before the suite, and keyframe-vision on the frozen tower's features."""
+    command = [sys.executable, "benchmarks/recall_ablation.py", "--workdir", str(tmp_path / "work"), "--json",
+               str(tmp_path / "out.json"), "--markdown", str(tmp_path / "out.md"), "--form", "needle", "--variants",
+               "memaug", "keyframe-vision", "--seeds", "0", "--train-videos", "3", "--test-videos", "2",
+               "--min-minutes", "3", "--max-minutes", "3.5", "--max-steps", "2", "--batch-size", "2", "--curriculum",
+               "--curriculum-steps", "1", "--curriculum-videos", "2", "--random-tower"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "out.json").read_text())
+    runs = tmp_path / "work" / "runs"
+    for variant in ("memaug", "keyframe-vision"):
+        logged = accuracies(sample_log(str(runs / f"{variant}-seed0" / "eval")))
+        assert report["runs"][variant]["0"] == logged and logged.keys() >= {"needle_shape", "needle_scene"}
+        assert "colour" not in logged
+        config = json.loads((runs / f"{variant}-seed0" / "model" / "config.json").read_text())
+        assert config["temporal_min_frames"] == config["temporal_max_frames"] == 16
+        assert (runs / f"{variant}-seed0" / "curriculum-pink-slow" / "training_summary.json").exists()
+    config = json.loads((runs / "keyframe-vision-seed0" / "model" / "config.json").read_text())
+    assert config["temporal_selection_features"] == "vision" and not config["use_memaug"]
+    rows = [json.loads(line) for line in (tmp_path / "work" / "test" / "annotations" / "recall_qa.jsonl").open()]
+    assert {row["question"] for row in rows} == {
+        "Which shape flashed on screen in pink?",
+        "What was the background colour when the pink shape flashed?",
+    }
