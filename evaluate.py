@@ -91,7 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def model_args(args: argparse.Namespace, journal_dir: str | None) -> str:
-    parts = [f"pretrained={args.model}"]
+    """lmms-eval's --model_args. lmms-eval runs in the output folder, so a local checkpoint folder goes by its
+    absolute path (a relative one would be taken for a Hub id there); a Hub id stays as it is."""
+    model = os.path.abspath(args.model) if os.path.isdir(args.model) else args.model
+    parts = [f"pretrained={model}"]
     if journal_dir:
         parts.append(f"journal_dir={journal_dir}")
     if args.features_dir:

@@ -102,6 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", default=os.path.join(HERE, "results", "recall_ablation.json"))
     parser.add_argument("--markdown", default=os.path.join(HERE, "results", "recall_ablation.md"))
     args = parser.parse_args(argv)
+    args.workdir = os.path.abspath(args.workdir)  # the child processes run elsewhere (evaluate.py: its output folder)
     if args.form == "needle" and args.kept_frames is None:
         args.kept_frames = 16
     return args
@@ -255,7 +256,7 @@ def train_command(args, start: str, dataset: str, media: str, features: str, out
 def evaluate_variant(args: argparse.Namespace, paths: dict[str, str], variant: str, seed: int, model: str) -> str:
     """`evaluate.py` on the recall task (cached features); returns the lmms-eval sample log."""
     out = f"{args.workdir}/runs/{variant}-seed{seed}/eval"
-    if not os.path.exists(os.path.join(out, "summary.json")):
+    if not sample_logs(out):  # evaluate.py writes its summary also when it fails: only a sample log means done
         run(
             [
                 sys.executable, "evaluate.py", "--model", model, "--output", out, "--benchmarks", "recall",
@@ -267,11 +268,17 @@ def evaluate_variant(args: argparse.Namespace, paths: dict[str, str], variant: s
     return sample_log(out)
 
 
-def sample_log(eval_dir: str) -> str:
-    """The newest lmms-eval sample log of the recall task under an evaluate.py output folder."""
+def sample_logs(eval_dir: str) -> list[str]:
+    """The lmms-eval sample logs of the recall task under an evaluate.py output folder."""
     found = []
     for folder, _, files in os.walk(os.path.join(eval_dir, "lmms_eval")):
         found += [os.path.join(folder, f) for f in files if "hour_llava_recall" in f and f.endswith(".jsonl")]
+    return found
+
+
+def sample_log(eval_dir: str) -> str:
+    """The newest lmms-eval sample log of the recall task under an evaluate.py output folder."""
+    found = sample_logs(eval_dir)
     if not found:
         raise SystemExit(f"no recall sample log under {eval_dir}; delete the folder and rerun")
     return max(found, key=os.path.getmtime)

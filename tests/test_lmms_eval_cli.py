@@ -163,3 +163,14 @@ def test_evaluate_py_fails_when_lmms_eval_writes_no_results(setup, tmp_path, mon
                         "--data", f"lvbench={folder}"])  # fmt: skip
     assert code == 1
     assert json.loads((tmp_path / "summary.json").read_text())["benchmarks"]["lvbench"]["accuracy"] is None
+
+
+def test_a_relative_checkpoint_folder_reaches_lmms_eval_as_an_absolute_path(tmp_path, monkeypatch):
+    """lmms-eval runs in the output folder: `--model runs/x/model` must not become a Hub id there."""
+    script = load_script()
+    (tmp_path / "runs" / "model").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    args = script.parse_args(["--model", "runs/model", "--output", "out", "--benchmarks", "lvbench"])
+    assert script.model_args(args, None) == f"pretrained={tmp_path / 'runs' / 'model'}"
+    args = script.parse_args(["--model", "org/hour-llava", "--output", "out", "--benchmarks", "lvbench"])
+    assert script.model_args(args, None) == "pretrained=org/hour-llava"
