@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,14 +58,20 @@ def test_the_ablation_table_is_what_the_sample_logs_say_and_a_rerun_reuses_every
 @pytest.mark.slow
 def test_the_needle_form_trains_each_variant_at_its_budget_after_the_slow_needle_stage(tmp_path):
     """`--form needle`: needle questions only, every init at 16 kept frames (`full` aside), the pink-slow stage of
-    recall_curriculum.py trained before the suite, and keyframe-vision on the frozen tower's features."""
+    recall_curriculum.py trained before the suite, keyframe-vision on the frozen tower's features, and how often the
+    needle survives forgetting. An evaluation
+    that left its summary but no sample log (evaluate.py writes one also when lmms-eval fails) is run again."""
     command = [sys.executable, "benchmarks/recall_ablation.py", "--workdir", str(tmp_path / "work"), "--json",
                str(tmp_path / "out.json"), "--markdown", str(tmp_path / "out.md"), "--form", "needle", "--variants",
                "memaug", "keyframe-vision", "--seeds", "0", "--train-videos", "3", "--test-videos", "2",
                "--min-minutes", "3", "--max-minutes", "3.5", "--max-steps", "2", "--batch-size", "2", "--curriculum",
                "--curriculum-steps", "1", "--curriculum-videos", "2", "--random-tower"]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
-                            env=dict(os.environ, HF_HUB_OFFLINE="1"))  # fmt: skip
+
+    def ablate() -> subprocess.CompletedProcess:
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+                              env=dict(os.environ, HF_HUB_OFFLINE="1"))  # fmt: skip
+
+    result = ablate()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "out.json").read_text())
     runs = tmp_path / "work" / "runs"
@@ -77,8 +84,25 @@ def test_the_needle_form_trains_each_variant_at_its_budget_after_the_slow_needle
         assert (runs / f"{variant}-seed0" / "curriculum-pink-slow" / "training_summary.json").exists()
     config = json.loads((runs / "keyframe-vision-seed0" / "model" / "config.json").read_text())
     assert config["temporal_selection_features"] == "vision" and not config["use_memaug"]
+    # How often the needle survives forgetting, measured on the model's own selection before and after training:
+    # neither MemAug's uniform frames nor keyframes of the frozen tower's features can be moved by training.
+    kept = report["needle_kept"]
+    for variant in ("memaug", "keyframe-vision"):
+        measured = json.loads((runs / f"{variant}-seed0" / "needle_kept.json").read_text())
+        assert kept[variant]["init"]["seeds"] == [measured["init"]] and 0 <= measured["init"] <= 100
+        assert measured["trained"] == measured["init"]
+    assert "needle kept, init → trained" in (tmp_path / "out.md").read_text()
     rows = [json.loads(line) for line in (tmp_path / "work" / "test" / "annotations" / "recall_qa.jsonl").open()]
     assert {row["question"] for row in rows} == {
         "Which shape flashed on screen in pink?",
         "What was the background colour when the pink shape flashed?",
     }
+
+    # A failed evaluation: the summary is there, the lmms-eval sample log is not. Only that evaluation reruns.
+    eval_dir = runs / "memaug-seed0" / "eval"
+    assert (eval_dir / "summary.json").exists()
+    shutil.rmtree(eval_dir / "lmms_eval")
+    again = ablate()
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.count("evaluate.py") == 1 and "train.py" not in again.stdout
+    assert json.loads((tmp_path / "out.json").read_text())["runs"] == report["runs"]
