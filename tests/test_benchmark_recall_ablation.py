@@ -106,3 +106,21 @@ def test_the_needle_form_trains_each_variant_at_its_budget_after_the_slow_needle
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count("evaluate.py") == 1 and "train.py" not in again.stdout
     assert json.loads((tmp_path / "out.json").read_text())["runs"] == report["runs"]
+
+
+@pytest.mark.parametrize("result", ["recall_ablation_needle", "recall_needle", "recall_curriculum"])
+def test_the_readme_tables_are_the_committed_benchmark_results(result):
+    """The README reproduces these tables as their benchmark wrote them; a rerun that changes one must update both."""
+    readme = (ROOT / "README.md").read_text()
+    lines = (ROOT / "benchmarks" / "results" / f"{result}.md").read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| variant")]
+    assert rows and all(line in readme for line in rows)
+
+
+def test_the_readme_verdict_on_the_needle_ablation_is_the_one_its_json_records():
+    """MemAug leads the criteria training cannot move beyond the seed spread; not the learned-space selections."""
+    report = json.loads((ROOT / "benchmarks" / "results" / "recall_ablation_needle.json").read_text())
+    verdict, readme = report["verdict"], (ROOT / "README.md").read_text()
+    assert verdict["lead_exceeds_spread_fixed"] and not verdict["lead_exceeds_spread"]
+    assert f"a lead of {verdict['memaug_lead_over_fixed']:.1f} points against a largest seed spread of " in readme
+    assert f"{verdict['largest_seed_std_fixed']:.1f}" in readme
