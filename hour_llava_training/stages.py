@@ -103,11 +103,15 @@ def module_group(name: str) -> str:
 
 
 def apply_stage(model: nn.Module, stage: StagePreset) -> dict[str, int]:
-    """Freeze everything but the stage's groups; returns trainable parameter counts per group."""
+    """Freeze everything but the stage's groups; returns trainable parameter counts per group. A model with
+    `use_memaug=False` (a hand-made compression feeds the decoder) keeps MemAug frozen: its forward never uses it, so
+    it would only be counted as trained and, under DDP, reported as an unused parameter."""
     counts = dict.fromkeys(MODULE_GROUPS, 0)
+    config = getattr(model, "config", None)
+    unused = () if getattr(config, "use_memaug", True) else ("memaug",)
     for name, parameter in model.named_parameters():
         group = module_group(name)
-        trainable = group in stage.trainable and not name.startswith(NEVER_TRAINED)
+        trainable = group in stage.trainable and group not in unused and not name.startswith(NEVER_TRAINED)
         parameter.requires_grad_(trainable)
         if trainable:
             counts[group] += parameter.numel()

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from dataset_builder.chat import media_block, text_block, turn
 from dataset_builder.synthetic_videomarathon import SyntheticSpec, write_synthetic_videomarathon
 from dataset_builder.videomarathon import VideoMarathon
-from hour_llava_training import STAGES, module_group, write_tiny_checkpoint
+from hour_llava_training import STAGES, apply_stage, module_group, write_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -122,6 +122,19 @@ def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
         text=True,
         **kwargs,
     )
+
+
+@pytest.mark.parametrize("use_memaug", [True, False])
+def test_stage3_trains_memaug_only_where_the_model_uses_it(use_memaug):
+    """A hand-made compression in MemAug's place (`use_memaug=False`) leaves its blocks out of the forward: they stay
+    frozen, out of the trained counts and the optimizer, so DDP sees no unused parameter."""
+    from conftest import tiny_model
+
+    model = tiny_model(use_memaug=use_memaug, temporal_forgetting_mode="uniform" if use_memaug else "keyframe")
+    counts = apply_stage(model, STAGES["stage3"])
+    memaug = [p for name, p in model.named_parameters() if module_group(name) == "memaug"]
+    assert memaug and all(p.requires_grad == use_memaug for p in memaug)
+    assert (counts["memaug"] > 0) == use_memaug and counts["projector"] > 0 and counts["language_model"] > 0
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data, tmp_path):
