@@ -432,9 +432,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def final_table(results: list[dict], tests: list[str]) -> tuple[dict, str]:
-    """Exact-answer accuracy of the trained models, mean and standard deviation over seeds, per variant and held-out
-    set, with the mean share of conversations whose asked-about flash survives forgetting (`asked_flash_kept`, in
-    brackets), as a dict and a markdown table (with each set's video lengths)."""
+    """Exact-answer accuracy of the trained models, mean and sample standard deviation over seeds (as
+    recall_ablation.py reports it), per variant and held-out set, with the mean share of conversations whose
+    asked-about flash survives forgetting (`asked_flash_kept`, in brackets), as a dict and a markdown table (with
+    each set's video lengths)."""
     table: dict[str, dict[str, dict]] = {}
     for variant in dict.fromkeys(r["variant"] for r in results):
         runs = [r for r in results if r["variant"] == variant]
@@ -443,7 +444,7 @@ def final_table(results: list[dict], tests: list[str]) -> tuple[dict, str]:
             scores = [r["final"][test] for r in runs]
             kept = [r["kept"][test] for r in runs if test in r.get("kept", {})]
             table[variant][test] = {"mean": statistics.fmean(scores), "seeds": len(scores),
-                                    "std": statistics.pstdev(scores) if len(scores) > 1 else 0.0,
+                                    "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
                                     "kept": statistics.fmean(kept) if kept else None}  # fmt: skip
     header = " | ".join(f"{test} ({SETS[test].minutes[0]:g}-{SETS[test].minutes[1]:g} min)" for test in tests)
     lines = [f"| variant | seeds | {header} |", "|---|---|" + "---|" * len(tests)]

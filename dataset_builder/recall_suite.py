@@ -312,7 +312,7 @@ def answers_from_frames(frames: np.ndarray, timeline: RecallTimeline) -> dict[st
 def recall_question(task: str, timeline: RecallTimeline, rng: random.Random) -> tuple[str, str, list[str]]:
     """One question about the flashes, naming none of their attributes: flashes are referred to by their order
     (`first`, `last`), so no question gives away another's answer (the grouped training samples put several
-    questions about a video in one conversation). The needle tasks name the needle's shape, which none asks for."""
+    questions about a video in one conversation). The needle tasks name the needle's colour, which neither asks for."""
     first, last = timeline.flashes[0], timeline.flashes[-1]
     if task == "colour":
         return "What colour was the last shape that flashed on screen?", last.colour, others(SHAPE_COLOURS, last.colour)
