@@ -3,10 +3,10 @@ questions about a few seconds of a long video.
 
     make demo                      # or: .venv/bin/python demo.py --minutes 60 --seed 0
 
-It writes a long video of the recall suite (`dataset_builder.recall_suite`, its one-flash form `ONE_FLASH`:
+It writes a long video of the recall suite (`research.recall.recall_suite`, its one-flash form `ONE_FLASH`:
 solid-colour scenes of 5 to 15 s and one coloured shape flashed for 2 or 3 seconds, cached under --workdir), loads
 the embedded model (`checkpoints/hour-llava-recall-tiny`, trained on such videos by
-`benchmarks/recall_curriculum.py`) the way any Hub checkpoint loads, with
+`research/recall/recall_curriculum.py`) the way any Hub checkpoint loads, with
 `AutoModelForImageTextToText.from_pretrained(..., trust_remote_code=True)`, decodes the video at 1 fps, encodes it
 once into its memory repository and answers the three recall questions (the flash's colour, its shape, the
 background when it flashed) from that memory, printing the truth next to each answer, the token budget and the time
@@ -14,7 +14,7 @@ of every step.
 
 The model is tiny (4 MB: a frozen 2-layer vision tower pretrained for this world, projector, 2 MemAug blocks and a
 2-layer decoder over a 600-token vocabulary) and knows only this kind of video and question; its held-out accuracy
-per video length is in benchmarks/results/recall_curriculum.json. `--model` runs any other Hour-LLaVA checkpoint.
+per video length is in research/recall/results/recall_curriculum.json. `--model` runs any other Hour-LLaVA checkpoint.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from dataset_builder.recall_suite import ONE_FLASH, RecallSpec, write_recall_suite
 from modeling_hour_llava import end_of_turn_token_ids, video_token_budget
+from research.recall.recall_suite import ONE_FLASH, RecallSpec, write_recall_suite
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "checkpoints" / "hour-llava-recall-tiny"

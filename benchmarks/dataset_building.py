@@ -11,7 +11,7 @@ written first (timed, but not the subject). Then, each in a fresh cache:
   `check_videos="exists"` and, for `qa`, also `"probe"` (every video opened); rows per second = output rows /
   wall seconds.
 * feature extraction: `dataset_builder.extract_features` in this process (one process, all cores) with the
-  tiny checkpoint of `hour_llava_training.tiny` (SigLIP: 2 layers, width 32, 140 px): videos per second and
+  tiny checkpoint of `hour_llava_testing.tiny_model` (SigLIP: 2 layers, width 32, 140 px): videos per second and
   seconds of video per second, decoding at 1 fps with the reference's 128-frame minimum included.
 
 Results: a markdown table on stdout and a JSON file (`benchmarks/results/dataset_building.json` by default, written
@@ -72,7 +72,7 @@ def build_rows(data, cache: str, config: str, annotations: str, check: str) -> d
 def extract_rows(data, work: Path, threads: int) -> tuple[dict, dict]:
     """Run the feature extractor in this process on every synthetic video, with the tiny checkpoint of the tests."""
     from dataset_builder.extract_features import extract, parse_args
-    from hour_llava_training.tiny import write_tiny_checkpoint
+    from hour_llava_testing.tiny_model import write_tiny_checkpoint
 
     model = write_tiny_checkpoint(work / "model", seed=0)
     args = ["--model", model, "--video-root", data.video_root, "--output-dir", str(work / "features")]

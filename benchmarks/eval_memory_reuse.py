@@ -5,7 +5,7 @@
 A synthetic set like LVBench's shape (many questions per long video): `--videos` videos of `--minutes` minutes
 (2 fps, 160 x 96, x264, cached in --workdir), `--questions` multiple-choice questions each, handed to the model in
 lmms-eval's order (interleaved across videos, as documents come). The same tiny random Hour-LLaVA checkpoint
-(`hour_llava_lmms.testing.save_tiny_checkpoint`: paper geometry, tiny widths) answers them through
+(`hour_llava_testing.tiny_benchmarks.save_tiny_checkpoint`: paper geometry, tiny widths) answers them through
 `hour_llava_lmms.model.HourLlava.generate_until` twice, in one process:
 
 * reuse: requests grouped by video, each video decoded at 1 fps and encoded once (the run's default), and
@@ -35,7 +35,7 @@ from lmms_eval.api.instance import Instance
 from dataset_builder.synthetic_video import write_video
 from hour_llava_lmms.evaluation import write_atomically
 from hour_llava_lmms.model import HourLlava
-from hour_llava_lmms.testing import save_tiny_checkpoint
+from hour_llava_testing.tiny_benchmarks import save_tiny_checkpoint
 
 TASK, SPLIT = "synthetic_mc", "test"
 GEN = {"max_new_tokens": 4, "temperature": 0, "do_sample": False, "until": ["\n\n"]}

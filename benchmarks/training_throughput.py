@@ -5,7 +5,7 @@ What is measured
 ----------------
 A synthetic VideoMarathon (`dataset_builder.synthetic_videomarathon`: N videos of D seconds) is built into the
 `grouped` config (multi-turn conversations, as stage 3 trains on) and written as Parquet. A tiny random checkpoint
-(`hour_llava_training.tiny`: SigLIP 2 layers of width 32 at 140 px, Qwen2 2 layers of width 64, MemAug 2 layers,
+(`hour_llava_testing.tiny_model`: SigLIP 2 layers of width 32 at 140 px, Qwen2 2 layers of width 64, MemAug 2 layers,
 the paper's token geometry) is written once, and `dataset_builder.extract_features` caches its memory repositories
 for every video (`<features>/<video path without suffix>.safetensors`, the cache `train.py --feature_dir` reads).
 
@@ -168,7 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from dataset_builder.media import write_json_atomically
-    from hour_llava_training.tiny import write_tiny_checkpoint
+    from hour_llava_testing.tiny_model import write_tiny_checkpoint
 
     load_before = os.getloadavg()  # other processes on the machine skew every rate; recorded with the results
     with tempfile.TemporaryDirectory(prefix="training_throughput_") as tmp:

@@ -5,7 +5,6 @@
 
 from .collator import HourLlavaCollator
 from .stages import MODULE_GROUPS, STAGES, StagePreset, apply_stage, module_group, parameter_groups
-from .tiny import write_tiny_checkpoint
 from .trainer import HourLlavaSFTTrainer
 
 __all__ = [
@@ -17,5 +16,4 @@ __all__ = [
     "apply_stage",
     "module_group",
     "parameter_groups",
-    "write_tiny_checkpoint",
 ]

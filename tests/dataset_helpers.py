@@ -11,7 +11,7 @@ def tiny_processor():
     """HourLlavaProcessor with the tiny tokenizer and the tiny model's geometry; (processor, tokenizer)."""
     from transformers import SiglipImageProcessor
 
-    from dataset_builder.tiny_tokenizer import build_tokenizer
+    from hour_llava_testing.tiny_tokenizer import build_tokenizer
     from modeling_hour_llava import HourLlavaProcessor, HourLlavaVideoProcessor
 
     tokenizer = build_tokenizer()

@@ -70,7 +70,7 @@ def tiny_causal_lm(max_positions: int):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from dataset_builder.tiny_tokenizer import build_tokenizer
+    from hour_llava_testing.tiny_tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer()
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"

@@ -63,7 +63,7 @@ def tiny_vlm(tmp_path_factory):
     """(model, processor) of a tiny random Hour-LLaVA loaded through the Auto classes."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from hour_llava_training.tiny import write_tiny_checkpoint
+    from hour_llava_testing.tiny_model import write_tiny_checkpoint
 
     path = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-vlm"), video_min_frames=4)
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dataset_builder.synthetic_video import write_video
-from dataset_builder.tiny_tokenizer import build_tokenizer
+from hour_llava_testing.tiny_tokenizer import build_tokenizer
 from modeling_hour_llava import HourLlavaForConditionalGeneration, HourLlavaProcessor, num_video_tokens
 from modeling_hour_llava.convert import ConversionError, convert, main
 

@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import demo  # noqa: E402
-from dataset_builder.recall_suite import write_recall_suite  # noqa: E402
+from research.recall.recall_suite import write_recall_suite  # noqa: E402
 
 VIDEOS = [(5, 0), (20, 1), (45, 2)]  # (minutes, seed)
 ANSWER = re.compile(r"^Q: (?P<question>.*)\nA: (?P<answer>\S*)", re.MULTILINE)

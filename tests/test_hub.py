@@ -27,7 +27,7 @@ from test_convert import (
     write_source,
 )
 
-from dataset_builder.tiny_tokenizer import build_tokenizer
+from hour_llava_testing.tiny_tokenizer import build_tokenizer
 from modeling_hour_llava import HourLlavaForConditionalGeneration, HourLlavaProcessor, num_video_tokens
 from modeling_hour_llava.convert import convert
 

@@ -13,7 +13,7 @@ import transformers.integrations.deepspeed as hf_deepspeed
 import yaml
 from accelerate.commands.config.config_args import ClusterConfig
 
-from hour_llava_training import write_tiny_checkpoint
+from hour_llava_testing.tiny_model import write_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))

@@ -22,7 +22,7 @@ import pytest
 
 from hour_llava_lmms.benchmarks import BENCHMARKS, PAPER_BENCHMARKS
 from hour_llava_lmms.evaluation import resolve_source, write_task_configs
-from hour_llava_lmms.testing import LAYOUTS, save_tiny_checkpoint, write_benchmark_copy
+from hour_llava_testing.tiny_benchmarks import LAYOUTS, save_tiny_checkpoint, write_benchmark_copy
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -15,7 +15,7 @@ from lmms_eval.api.instance import Instance
 from dataset_builder.synthetic_video import write_video
 from hour_llava_lmms.answers import asks_for_letter, format_answer
 from hour_llava_lmms.model import HourLlava, HourLlavaChat
-from hour_llava_lmms.testing import save_tiny_checkpoint
+from hour_llava_testing.tiny_benchmarks import save_tiny_checkpoint
 
 TASK, SPLIT = "tiny_mc", "test"
 GEN = {"max_new_tokens": 4, "temperature": 0, "do_sample": False, "until": ["\n\n"]}

@@ -10,7 +10,7 @@ from isolated import run_isolated
 from transformers import SiglipImageProcessor
 
 from dataset_builder.synthetic_video import read_frame_index, write_video
-from dataset_builder.tiny_tokenizer import build_tokenizer
+from hour_llava_testing.tiny_tokenizer import build_tokenizer
 from modeling_hour_llava import (
     HourLlavaInputError,
     HourLlavaProcessor,

@@ -25,11 +25,11 @@ from safetensors.torch import load_file
 from dataset_builder.chat import media_block, text_block, turn
 from dataset_builder.synthetic_videomarathon import SyntheticSpec, write_synthetic_videomarathon
 from dataset_builder.videomarathon import VideoMarathon
-from hour_llava_training import STAGES, apply_stage, module_group, write_tiny_checkpoint
+from hour_llava_testing.tiny_model import write_tiny_checkpoint
+from hour_llava_training import STAGES, apply_stage, module_group
+from hour_llava_training import cli as train
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import train  # noqa: E402
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (230, 220, 40)}
 FAST = ["--tiny_min_frames", "8", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--seed", "0"]

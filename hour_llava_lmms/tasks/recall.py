@@ -3,7 +3,7 @@ question, then for multiple choice the lettered options and the letter instructi
 normalised first word for open-ended rows, letter extraction for multiple-choice rows.
 
 Each sample's metric keeps the recall task, question type and video length, so `evaluate.py` and
-`benchmarks/recall_ablation.py` break accuracy down by task and length from the sample log alone.
+`research/recall/recall_ablation.py` break accuracy down by task and length from the sample log alone.
 """
 
 from __future__ import annotations

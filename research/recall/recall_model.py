@@ -30,10 +30,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from dataset_builder.recall_suite import BACKGROUNDS, SHAPE_COLOURS, SHAPE_SIDE, SHAPES, recall_corpus, shape_mask
-from dataset_builder.tiny_tokenizer import build_tokenizer
-
-from .tiny import write_tiny_checkpoint
+from hour_llava_testing.tiny_model import write_tiny_checkpoint
+from hour_llava_testing.tiny_tokenizer import build_tokenizer
+from research.recall.recall_suite import BACKGROUNDS, SHAPE_COLOURS, SHAPE_SIDE, SHAPES, recall_corpus, shape_mask
 
 FRAME_SIZE = 32  # 4 x 4 patches of 8 px, pooled to the 2 x 2 memory grid
 RECALL_MODEL_CONFIG = {

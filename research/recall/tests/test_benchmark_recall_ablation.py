@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.recall_ablation import accuracies, sample_log  # noqa: E402
+from research.recall.recall_ablation import accuracies, sample_log  # noqa: E402
 
 ARGS = ["--variants", "memaug", "keyframe", "--seeds", "0", "1", "--train-videos", "4", "--test-videos", "2",
         "--min-minutes", "5", "--max-minutes", "6", "--max-steps", "2", "--batch-size", "2", "--jobs", "2",
@@ -23,7 +23,7 @@ ARGS = ["--variants", "memaug", "keyframe", "--seeds", "0", "1", "--train-videos
 
 
 def run(tmp_path: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "benchmarks/recall_ablation.py", "--workdir", str(tmp_path / "work"),
+    command = [sys.executable, "research/recall/recall_ablation.py", "--workdir", str(tmp_path / "work"),
                "--json", str(tmp_path / "out.json"), "--markdown", str(tmp_path / "out.md"), *ARGS]  # fmt: skip
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env, check=False)
@@ -61,7 +61,7 @@ def test_the_needle_form_trains_each_variant_at_its_budget_after_the_slow_needle
     recall_curriculum.py trained before the suite, keyframe-vision on the frozen tower's features, and how often the
     needle survives forgetting. An evaluation
     that left its summary but no sample log (evaluate.py writes one also when lmms-eval fails) is run again."""
-    command = [sys.executable, "benchmarks/recall_ablation.py", "--workdir", str(tmp_path / "work"), "--json",
+    command = [sys.executable, "research/recall/recall_ablation.py", "--workdir", str(tmp_path / "work"), "--json",
                str(tmp_path / "out.json"), "--markdown", str(tmp_path / "out.md"), "--form", "needle", "--variants",
                "memaug", "keyframe-vision", "--seeds", "0", "--train-videos", "3", "--test-videos", "2",
                "--min-minutes", "3", "--max-minutes", "3.5", "--max-steps", "2", "--batch-size", "2", "--curriculum",
@@ -111,16 +111,16 @@ def test_the_needle_form_trains_each_variant_at_its_budget_after_the_slow_needle
 @pytest.mark.parametrize("result", ["recall_ablation_needle", "recall_needle", "recall_curriculum"])
 def test_the_readme_tables_are_the_committed_benchmark_results(result):
     """The README reproduces these tables as their benchmark wrote them; a rerun that changes one must update both."""
-    readme = (ROOT / "README.md").read_text()
-    lines = (ROOT / "benchmarks" / "results" / f"{result}.md").read_text().splitlines()
+    readme = (ROOT / "research" / "recall" / "README.md").read_text()
+    lines = (ROOT / "research" / "recall" / "results" / f"{result}.md").read_text().splitlines()
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| variant")]
     assert rows and all(line in readme for line in rows)
 
 
 def test_the_readme_verdict_on_the_needle_ablation_is_the_one_its_json_records():
     """MemAug leads the criteria training cannot move beyond the seed spread; not the learned-space selections."""
-    report = json.loads((ROOT / "benchmarks" / "results" / "recall_ablation_needle.json").read_text())
-    verdict, readme = report["verdict"], (ROOT / "README.md").read_text()
+    report = json.loads((ROOT / "research" / "recall" / "results" / "recall_ablation_needle.json").read_text())
+    verdict, readme = report["verdict"], (ROOT / "research" / "recall" / "README.md").read_text()
     assert verdict["lead_exceeds_spread_fixed"] and not verdict["lead_exceeds_spread"]
     assert f"a lead of {verdict['memaug_lead_over_fixed']:.1f} points against a largest seed spread of " in readme
     assert f"{verdict['largest_seed_std_fixed']:.1f}" in readme

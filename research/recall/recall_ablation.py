@@ -1,17 +1,17 @@
 """The paper's compression ablation (its Table 5) in miniature, on the long-video recall suite, end to end.
 
-    .venv/bin/python benchmarks/recall_ablation.py                       # the README table (about an hour, 2 cores)
-    .venv/bin/python benchmarks/recall_ablation.py --seeds 0 --variants memaug uniform --train-videos 20 \\
+    .venv/bin/python research/recall/recall_ablation.py       # the README table (about an hour, 2 cores)
+    .venv/bin/python research/recall/recall_ablation.py --seeds 0 --variants memaug uniform --train-videos 20 \\
         --test-videos 6 --max-steps 20 --workdir /tmp/recall-smoke         # a smoke run
-    .venv/bin/python benchmarks/recall_ablation.py --form needle --min-minutes 3 --max-minutes 6 \\
+    .venv/bin/python research/recall/recall_ablation.py --form needle --min-minutes 3 --max-minutes 6 \\
         --variants memaug uniform random keyframe-vision --curriculum --max-steps 700 --batch-size 8 \\
-        --workdir .cache/recall-needle --json benchmarks/results/recall_ablation_needle.json \\
-        --markdown benchmarks/results/recall_ablation_needle.md           # the needle form (16 kept frames)
+        --workdir .cache/recall-needle --json research/recall/results/recall_ablation_needle.json \\
+        --markdown research/recall/results/recall_ablation_needle.md           # the needle form (16 kept frames)
 
-1. `dataset_builder.recall_suite`: train and test videos (5 to 60 minutes, 1 fps, disjoint) with their questions;
+1. `research.recall.recall_suite`: train and test videos (5 to 60 minutes, 1 fps, disjoint) with their questions;
    the VideoMarathon builder turns the train rows into chat rows.
 2. `dataset_builder.extract_features`: the memory repository of every video, once, with the one frozen tower that
-   every variant shares (`hour_llava_training.recall.recall_tower`: pretrained for the suite's world, as the
+   every variant shares (`research.recall.recall_model.recall_tower`: pretrained for the suite's world, as the
    paper's SigLIP is for the real one; `--random-tower` for a random one).
 3. For every variant and seed, `train.py` (stage 3 on the cached features), then `evaluate.py` (lmms-eval's CLI on
    the `recall` task), each a child process exactly as a user would run it.
@@ -38,20 +38,20 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 
 from benchmarks.dataset_building import machine_info  # noqa: E402
 from dataset_builder.media import write_json_atomically  # noqa: E402
-from dataset_builder.recall_suite import TASK_OF, RecallSpec, grouped_chat, write_recall_suite  # noqa: E402
 from hour_llava_lmms.evaluation import length_bucket, write_atomically  # noqa: E402
-from hour_llava_training.recall import (  # noqa: E402
+from research.recall.recall_model import (  # noqa: E402
     VARIANTS,
     kept_frames_budget,
     recall_tower,
     shared_tower_paths,
     write_recall_init,
 )
+from research.recall.recall_suite import TASK_OF, RecallSpec, grouped_chat, write_recall_suite  # noqa: E402
 
 INIT_LOCK = threading.Lock()
 KEPT_LOCK = threading.Lock()  # `asked_flash_kept` patches the model module while it records: one run at a time
@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("full", "needle"),
         default="full",
         help="the suite's full form (five tasks, up to three flashes) or its needle form (a flash "
-        "every 5-12 s, questions about the one of a unique colour: dataset_builder.recall_suite.NEEDLE)",
+        "every 5-12 s, questions about the one of a unique colour: research.recall.recall_suite.NEEDLE)",
     )
     parser.add_argument(
         "--needle-colour",
@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="runs at a time, each single-threaded (an OpenMP team on a busy core stalls)")  # fmt: skip
     parser.add_argument("--curriculum", action="store_true",
                         help="train on short one-flash videos first (flash at second 0, then anywhere; "
-                        "benchmarks/recall_curriculum.py), then on the suite")  # fmt: skip
+                        "research/recall/recall_curriculum.py), then on the suite")  # fmt: skip
     parser.add_argument("--curriculum-steps", type=int, default=300, help="steps of each curriculum stage")
     parser.add_argument("--curriculum-videos", type=int, default=0, help="cap on each curriculum set's videos")
     parser.add_argument("--random-tower", action="store_true",
@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def form_spec(args: argparse.Namespace) -> dict:
     """RecallSpec fields of the chosen form."""
-    from dataset_builder.recall_suite import NEEDLE
+    from research.recall.recall_suite import NEEDLE
 
     if args.form == "full":
         return {}
@@ -175,7 +175,7 @@ def prepare_data(args: argparse.Namespace) -> dict[str, str]:
     recall_tower(tower, pretrained=not args.random_tower)
     curriculum_features = shared_tower_paths(f"{work}/curriculum", args.random_tower)[1]
     if args.curriculum:
-        from benchmarks.recall_curriculum import prepare as prepare_curriculum
+        from research.recall.recall_curriculum import prepare as prepare_curriculum
 
         prepare_curriculum(f"{work}/curriculum", tower, curriculum_features, names=curriculum_stages(args),
                            max_videos=args.curriculum_videos)  # fmt: skip
@@ -290,9 +290,9 @@ def needle_kept(args: argparse.Namespace, paths: dict[str, str], variant: str, s
             import datasets
             import torch
 
-            from benchmarks.recall_curriculum import asked_flash_kept
             from hour_llava_training.collator import HourLlavaCollator
             from modeling_hour_llava import HourLlavaForConditionalGeneration, HourLlavaProcessor
+            from research.recall.recall_curriculum import asked_flash_kept
 
             torch.set_num_threads(1)  # the other job's child process has the other core
             rows = list(datasets.load_dataset("parquet", data_files=paths["test_chat"])["train"])
@@ -423,7 +423,7 @@ def verdict(table: dict) -> dict:
 
 def export_default(args: argparse.Namespace, results: dict) -> None:
     """Export the chosen MemAug model (weights, processor, remote code) with a model card to `--export-to`."""
-    from hour_llava_training.recall import export_recall_model
+    from research.recall.recall_model import export_recall_model
 
     accuracy = results["memaug"][args.export_seed]
     by_task = ", ".join(f"{task} {accuracy[task]:.0f} %" for task in TASK_OF if task in accuracy)
@@ -441,12 +441,12 @@ tags: [hour-llava, long-video, memaug, tiny]
 # hour-llava-recall-tiny
 
 The embedded default model of the package: Hour-LLaVA with MemAug at toy scale, trained from scratch on the
-long-video recall suite (`dataset_builder/recall_suite.py`) by `benchmarks/recall_ablation.py` (seed {seed},
+long-video recall suite (`research/recall/recall_suite.py`) by `research/recall/recall_ablation.py` (seed {seed},
 {videos} training videos of 5 to 60 minutes, {steps} steps of {batch}, stage 3 on cached features). It answers
 questions about coloured shapes flashed for 2 or 3 seconds in videos of up to an hour, and nothing else.
 
 Held-out accuracy ({test} videos x 10 questions): {all:.1f} % ({by_task}). The comparison with hand-made compression
-is in benchmarks/results/recall_ablation.md.
+is in research/recall/results/recall_ablation.md.
 
 Architecture: frozen random SigLIP tower (2 layers, 32 px frames, 8 px patches), 2 x 2 memory grid, spatial and
 temporal forgetting to 64 frames x 1 token, 2 MemAug blocks, a 2-layer Qwen2 decoder (width 128) with a 600-token

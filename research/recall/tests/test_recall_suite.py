@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from dataset_builder.media import write_jsonl_atomically
-from dataset_builder.recall_suite import (
+from dataset_builder.videomarathon import MULTIPLE_CHOICE, OPEN_ENDED, VideoMarathon
+from hour_llava_lmms.tasks.recall import doc_to_text, is_correct
+from modeling_hour_llava.video_loading_hour_llava import decode_frames
+from research.recall.recall_suite import (
     COUNT_WORDS,
     RECALL_TASKS,
     RecallSpec,
@@ -18,9 +21,6 @@ from dataset_builder.recall_suite import (
     grouped_chat,
     write_recall_suite,
 )
-from dataset_builder.videomarathon import MULTIPLE_CHOICE, OPEN_ENDED, VideoMarathon
-from hour_llava_lmms.tasks.recall import doc_to_text, is_correct
-from modeling_hour_llava.video_loading_hour_llava import decode_frames
 
 SHORT = {"min_minutes": 5.0, "max_minutes": 6.0, "size": 32}
 
@@ -136,9 +136,9 @@ def test_at_the_suites_budget_frame_selection_misses_an_hours_flashes(tmp_path):
     """The suite's premise, on the suite's own model: an hour keeps 64 of 3,600 frames, so uniform sampling keeps
     a 2-3 s flash 3-5 % of the time; keyframe selection (largest change between frame summaries of the projected
     memory) catches the flashes of 10-minute videos but spends an hour's 64 frames on its ~140 scene cuts."""
-    from hour_llava_training.recall import write_recall_init
     from modeling_hour_llava import HourLlavaForConditionalGeneration, HourLlavaProcessor
     from modeling_hour_llava.memory_hour_llava import temporal_forgetting
+    from research.recall.recall_model import write_recall_init
 
     model_dir = write_recall_init(tmp_path / "model", "keyframe", seed=0)
     model = HourLlavaForConditionalGeneration.from_pretrained(model_dir).eval()
@@ -191,7 +191,7 @@ def test_the_needle_is_the_one_flash_of_its_colour_among_many_and_its_answers_ar
     """The needle form: flashes every 5-12 s, each inside one scene, more of them than the 16 frames a
     `kept_frames_budget(16)` model keeps; exactly one flash of its colour, and its rows' answers read back from
     the decoded frames."""
-    from dataset_builder.recall_suite import NEEDLE, NEEDLE_TASKS, needle_of
+    from research.recall.recall_suite import NEEDLE, NEEDLE_TASKS, needle_of
 
     spec = RecallSpec(num_videos=3, min_minutes=3.0, max_minutes=4.0, split="needle", seed=2, **NEEDLE)
     suite = write_recall_suite(tmp_path, spec)
@@ -220,7 +220,7 @@ def test_the_needle_is_the_one_flash_of_its_colour_among_many_and_its_answers_ar
 def test_a_needle_colour_stage_gives_every_video_the_same_needle_colour_and_question():
     import random
 
-    from dataset_builder.recall_suite import NEEDLE, make_timeline, needle_of, recall_question
+    from research.recall.recall_suite import NEEDLE, make_timeline, needle_of, recall_question
 
     spec = RecallSpec(needle_colour="pink", **NEEDLE)
     timelines = [make_timeline("v.mp4", 200, spec, random.Random(seed)) for seed in range(20)]

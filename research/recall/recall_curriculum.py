@@ -1,14 +1,15 @@
 """MemAug against hand-made compression on the recall suite's one-flash and needle forms, trained in stages.
 
-    .venv/bin/python benchmarks/recall_curriculum.py --stages fixed:300 moving:400 --tests test test-medium \
+    .venv/bin/python research/recall/recall_curriculum.py --stages fixed:300 moving:400 --tests test test-medium \
         test-long --eval-every 700 --variants memaug uniform random keyframe question --seeds 0 1 \
         --export memaug:0                                                   # the one-flash table (README)
-    .venv/bin/python benchmarks/recall_curriculum.py --stages pink-slow:300 pink:700 --kept-frames 16 \
+    .venv/bin/python research/recall/recall_curriculum.py --stages pink-slow:300 pink:700 --kept-frames 16 \
         --tests test-pink-slow test-pink test-pink-long --eval-every 100 \
         --variants memaug uniform random keyframe-vision keyframe question --seeds 0 1 \
-        --json benchmarks/results/recall_needle.json --markdown benchmarks/results/recall_needle.md   # the needle table
+        --json research/recall/results/recall_needle.json \
+        --markdown research/recall/results/recall_needle.md   # the needle table
 
-The one-flash form (`dataset_builder.recall_suite.ONE_FLASH`: one coloured shape flashed for 2 or 3 s, scenes of 5
+The one-flash form (`research.recall.recall_suite.ONE_FLASH`: one coloured shape flashed for 2 or 3 s, scenes of 5
 to 15 s, open-ended colour, shape and scene questions; chance 23.6 %):
 
 - `fixed`: 1.5-3 min videos with the flash at second 0, a frame uniform forgetting always keeps, so the decoder
@@ -26,7 +27,7 @@ at a budget of 16 kept frames (`--kept-frames 16`), so that 3-6 minute videos ke
   `test-pink*`, 20-40 min for `*-long`). In the `pink*` sets every needle is pink (one search target to learn).
 
 Every variant has the same decoder budget and shares one frozen tower, pretrained for the suite's world
-(`hour_llava_training.recall.recall_tower`; `--random-tower` for a random one, with which no variant leaves
+(`research.recall.recall_model.recall_tower`; `--random-tower` for a random one, with which no variant leaves
 chance). Each variant and seed starts from a fresh init and is trained in a child process (AdamW, constant rate,
 the package's collator on cached features, one thread); every `--eval-every` steps the held-out accuracy of the
 first answer token (teacher-forced; cheap, and kind where answers share a first token) on every `--tests` set is
@@ -53,7 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 
 from dataset_builder.media import write_json_atomically  # noqa: E402
@@ -137,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def set_spec(name: str, max_videos: int = 0):
     """The RecallSpec of the set `name` of SETS (at most `max_videos` videos, if set); its split is its name."""
-    from dataset_builder.recall_suite import NEEDLE, ONE_FLASH, RecallSpec
+    from research.recall.recall_suite import NEEDLE, ONE_FLASH, RecallSpec
 
     chosen, forms = SETS[name], {"one-flash": ONE_FLASH, "needle": NEEDLE}
     return RecallSpec(num_videos=min(chosen.videos, max_videos or chosen.videos), split=name, seed=chosen.seed,
@@ -151,7 +152,7 @@ def prepare(
     """The sets `names` of SETS (at most `max_videos` videos each, if set) as grouped chat rows (3 questions per
     sample) and their features in `features`, by `tower` (a checkpoint folder, `recall_tower`)."""
     from dataset_builder import extract_features
-    from dataset_builder.recall_suite import grouped_chat, write_recall_suite
+    from research.recall.recall_suite import grouped_chat, write_recall_suite
 
     for name in names:
         spec = set_spec(name, max_videos)
@@ -252,7 +253,7 @@ def asked_flash_kept(model, rows: list[dict], collate, timelines: str) -> float:
     ceiling of a hand-made selection."""
     import torch
 
-    from dataset_builder.recall_suite import Flash, RecallTimeline, needle_of
+    from research.recall.recall_suite import Flash, RecallTimeline, needle_of
 
     with open(timelines) as handle:
         stored = json.load(handle)["timelines"]
@@ -289,8 +290,8 @@ def worker(args: argparse.Namespace, variant: str, seed: int, out: str) -> None:
     final exact-answer accuracy to `out`; with --rescore, only score the model an earlier run saved."""
     import torch
 
-    from hour_llava_training.recall import kept_frames_budget, write_recall_init
     from modeling_hour_llava import HourLlavaForConditionalGeneration, HourLlavaProcessor
+    from research.recall.recall_model import kept_frames_budget, write_recall_init
 
     torch.set_num_threads(1)
     stages = parse_stages(args.stages)
@@ -349,7 +350,7 @@ def worker(args: argparse.Namespace, variant: str, seed: int, out: str) -> None:
 
 def tower_and_features(args: argparse.Namespace) -> tuple[str, str]:
     """The shared tower (pretrained for the suite's world unless --random-tower) and its feature folder."""
-    from hour_llava_training.recall import shared_tower_paths
+    from research.recall.recall_model import shared_tower_paths
 
     return shared_tower_paths(args.workdir, args.random_tower)
 
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = parse_stages(args.stages)
     names = tuple(dict.fromkeys([name for name, _ in stages] + args.tests))
     tower, features = tower_and_features(args)
-    from hour_llava_training.recall import recall_tower
+    from research.recall.recall_model import recall_tower
 
     recall_tower(tower, pretrained=not args.random_tower)
     prepare(args.workdir, tower, features, names=names, max_videos=args.max_videos)
@@ -466,7 +467,7 @@ tags: [hour-llava, long-video, memaug, tiny]
 # hour-llava-recall-tiny
 
 The embedded default model of the package: Hour-LLaVA with MemAug at toy scale, trained on the long-video recall
-suite (`dataset_builder/recall_suite.py`, one flash per video: `ONE_FLASH`) by `benchmarks/recall_curriculum.py`
+suite (`research/recall/recall_suite.py`, one flash per video: `ONE_FLASH`) by `research/recall/recall_curriculum.py`
 ({variant}, seed {seed}; stages {stages}, batches of {batch}, on a vision tower pretrained for the suite's world). It
 answers three questions about a coloured shape flashed for 2 or 3 seconds in a video of up to an hour (its colour,
 its shape, the background when it flashed), and nothing else.
@@ -483,7 +484,7 @@ blocks; a 2-layer Qwen2 decoder (width 128) with a 600-token BPE vocabulary. Loa
 
 def export(args: argparse.Namespace, run_dir: str, variant: str, seed: int, result: dict) -> None:
     """Export one trained model of this run, with a model card, to --export-to (the package's embedded default)."""
-    from hour_llava_training.recall import export_recall_model
+    from research.recall.recall_model import export_recall_model
 
     final = result["final"]
     accuracy = ", ".join(

@@ -3,11 +3,11 @@
 Each video is a run of long scenes (a solid background colour, 10 to 40 s each, about 140 cuts in an hour) with one
 to three brief *flashes*: a coloured shape shown for 2 or 3 seconds at a random place. Every question is about the
 flashes, which the forgetting mechanism is likely to drop: at the suite's token budget
-(`hour_llava_training.recall.RECALL_MODEL_CONFIG`, 64 kept frames) uniform or random frame sampling keeps a 2-3 s
+(`research.recall.recall_model.RECALL_MODEL_CONFIG`, 64 kept frames) uniform or random frame sampling keeps a 2-3 s
 flash of a 60-minute video 3 to 5 % of the time, and keyframe selection, which catches the flashes of 10-minute
-videos, spends an hour's 64 frames on the scene cuts (`tests/test_recall_suite.py` measures both).
+videos, spends an hour's 64 frames on the scene cuts (`research/recall/tests/test_recall_suite.py` measures both).
 
-    from dataset_builder.recall_suite import RecallSpec, write_recall_suite
+    from research.recall.recall_suite import RecallSpec, write_recall_suite
     suite = write_recall_suite("recall/train", RecallSpec(num_videos=200, split="train", seed=1))
     suite.video_root, suite.hub_rows          # VideoMarathon builder inputs (qa config)
 
@@ -56,9 +56,10 @@ import datasets
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dataset_builder.synthetic_video import write_video
+from dataset_builder.synthetic_videomarathon import BACKGROUNDS, SHAPE_COLOURS, SHAPES, multiple_choice
+
 from .media import write_json_atomically, write_jsonl_atomically
-from .synthetic_video import write_video
-from .synthetic_videomarathon import BACKGROUNDS, SHAPE_COLOURS, SHAPES, multiple_choice
 from .videomarathon import MULTIPLE_CHOICE, OPEN_ENDED, TASK_TOPIC, VideoMarathon
 
 SOURCE = "recall"
@@ -74,8 +75,8 @@ RECALL_TASKS = {
 NEEDLE_TASKS = {"needle_shape": "Object Recognition", "needle_scene": "Scene Recognition"}
 TASK_OF = {**RECALL_TASKS, **NEEDLE_TASKS}  # recall task -> VideoMarathon task
 
-# The suite's easiest form, the embedded model's world (`demo.py`, `benchmarks/recall_curriculum.py`): one flash per
-# video, shorter scenes, and the three open-ended questions about it (chance 23.6 %: 1/4, 1/3 and 1/8).
+# The suite's easiest form, the embedded model's world (`demo.py`, `research/recall/recall_curriculum.py`): one flash
+# per video, shorter scenes, and the three open-ended questions about it (chance 23.6 %: 1/4, 1/3 and 1/8).
 ONE_FLASH = {"min_scene_seconds": 5, "max_scene_seconds": 15, "max_flashes": 1, "question_types": (OPEN_ENDED,),
              "tasks": ("colour", "shape", "scene")}  # fmt: skip
 # The needle form: a flash every 5 to 12 s (2-3 s shown, 3-9 s of background between), one of a unique colour, and

@@ -1,11 +1,12 @@
 """Tiny, offline stand-ins for tests, benchmarks and smoke runs: a random Hour-LLaVA checkpoint and local copies
 of the benchmarks with their real column schemas and real (synthetic) videos.
 
-    python -m hour_llava_lmms.testing OUT_DIR    # OUT_DIR/checkpoint and OUT_DIR/data/<benchmark>/
+    python -m hour_llava_testing.tiny_benchmarks OUT_DIR    # OUT_DIR/checkpoint and OUT_DIR/data/<benchmark>/
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -15,20 +16,19 @@ import pyarrow.parquet as pq
 import torch
 
 from dataset_builder.synthetic_video import write_video
-
-from .benchmarks import BENCHMARKS
+from hour_llava_lmms.benchmarks import BENCHMARKS
 
 LETTERS = "ABCD"
 
 
 def save_tiny_checkpoint(folder: str, seed: int = 0, letters_only: bool = True) -> str:
-    """A random tiny Hour-LLaVA (`hour_llava_training.tiny`: paper geometry, tiny widths, 128-frame minimum) with
+    """A random tiny Hour-LLaVA (`hour_llava_testing.tiny_model`: paper geometry, tiny widths, 128-frame minimum) with
     its processor, saved with remote code.
 
     letters_only: zero every output row but those of "A".."D", so the random model writes option letters (which
     one still depends on the video and the question) instead of byte soup, and benchmark scores are not all zero.
     """
-    from hour_llava_training.tiny import write_tiny_checkpoint
+    from hour_llava_testing.tiny_model import write_tiny_checkpoint
 
     return write_tiny_checkpoint(folder, seed=seed, customize=_keep_letter_rows if letters_only else None)
 
@@ -206,11 +206,13 @@ def write_benchmark_copy(
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print(__doc__, file=sys.stderr)
-        return 2
-    out = argv[0]
+    parser = argparse.ArgumentParser(
+        prog="python -m hour_llava_testing.tiny_benchmarks",
+        description="Write a tiny random Hour-LLaVA checkpoint (OUT/checkpoint) and tiny local copies of the "
+        "benchmarks with their real column schemas (OUT/data/<benchmark>), for smoke runs without downloads.",
+    )
+    parser.add_argument("out", help="output folder")
+    out = parser.parse_args(argv).out
     save_tiny_checkpoint(os.path.join(out, "checkpoint"))
     for name in LAYOUTS:
         write_benchmark_copy(os.path.join(out, "data"), name)

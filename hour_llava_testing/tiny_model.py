@@ -24,12 +24,12 @@ def write_tiny_checkpoint(
     video_min_frames: the fewest frames a video gives (the reference's 128; fewer keeps CPU tests fast): the video
     processor's `min_frames` and the model's `memory_min_frames`. customize: called as `customize(model, tokenizer)`
     on the random model before it is saved (to edit weights). frame_size: the tower's image size and the processor's
-    resize. tokenizer: default `dataset_builder.tiny_tokenizer.build_tokenizer()`. config_overrides:
+    resize. tokenizer: default `hour_llava_testing.tiny_tokenizer.build_tokenizer()`. config_overrides:
     `HourLlavaConfig` fields (`vision` and `text` update the sub-configs).
     """
     from transformers import SiglipImageProcessor
 
-    from dataset_builder.tiny_tokenizer import build_tokenizer
+    from hour_llava_testing.tiny_tokenizer import build_tokenizer
     from modeling_hour_llava import (
         HourLlavaConfig,
         HourLlavaForConditionalGeneration,

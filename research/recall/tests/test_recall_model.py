@@ -10,14 +10,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dataset_builder.recall_suite import BACKGROUNDS, SHAPE_COLOURS, SHAPES
-from hour_llava_training.recall import (
+from research.recall.recall_model import (
     export_recall_model,
     pretrain_recall_tower,
     random_frames,
     recall_tower,
     write_recall_init,
 )
+from research.recall.recall_suite import BACKGROUNDS, SHAPE_COLOURS, SHAPES
 
 
 def test_random_frames_show_what_their_labels_say():

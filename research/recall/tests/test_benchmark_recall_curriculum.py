@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.recall_curriculum import SETS, answer_accuracy, parse_stages, set_spec  # noqa: E402
+from research.recall.recall_curriculum import SETS, answer_accuracy, parse_stages, set_spec  # noqa: E402
 
 ARGS = ["--variants", "memaug", "uniform", "--stages", "fixed:2", "medium:2", "--tests", "test", "test-medium",
         "--max-videos", "3", "--batch-size", "2", "--eval-every", "2", "--jobs", "2", "--random-tower"]  # fmt: skip
 
 
 def run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "benchmarks/recall_curriculum.py", "--workdir", str(tmp_path / "work"),
+    command = [sys.executable, "research/recall/recall_curriculum.py", "--workdir", str(tmp_path / "work"),
                "--json", str(tmp_path / "out.json"), "--markdown", str(tmp_path / "out.md"), "--export", "memaug:0",
                "--export-to", str(tmp_path / "exported"), *ARGS, *extra]  # fmt: skip
     env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -42,10 +42,10 @@ def test_every_set_makes_its_videos_at_both_ends_of_its_lengths_and_the_slow_nee
     that uniform forgetting keeps at 16 frames, so every one of them reaches the decoder."""
     import random
 
-    from dataset_builder.recall_suite import make_timeline, needle_of
-    from hour_llava_training.recall import RECALL_MODEL_CONFIG, kept_frames_budget
     from modeling_hour_llava import HourLlavaConfig
     from modeling_hour_llava.memory_hour_llava import memory_frame_count, temporal_forgetting
+    from research.recall.recall_model import RECALL_MODEL_CONFIG, kept_frames_budget
+    from research.recall.recall_suite import make_timeline, needle_of
 
     fields = {k: v for k, v in RECALL_MODEL_CONFIG.items() if k not in ("vision", "text")}
     config = HourLlavaConfig(**{**fields, **kept_frames_budget(16)})
