@@ -200,7 +200,7 @@ def feature_file_state(
     """(VALID | MISSING | STALE | INVALID | CHANGED, detail) from the header alone (no tensor is read): the file
     must be complete, our format, one `features` tensor (T > 0, pooled_tokens, channels), and carry `fingerprint`;
     with `video_path`, a file that recorded another size or mtime of that video is CHANGED."""
-    from modeling_hour_llava.video_processing_hour_llava import FEATURE_FILE_FORMAT
+    from modeling_hour_llava.features_hour_llava import FEATURE_FILE_FORMAT
 
     if not os.path.exists(path):
         return MISSING, ""
@@ -367,7 +367,7 @@ class Extractor:
         stamp = video_stamp(path) if os.path.exists(path) else {}  # taken before decoding: a later change shows
         frames, duration, _ = self.processor.load_video(path)
         features = video_features(self.model, frames, self.chunk_size, self.dtype)
-        from modeling_hour_llava.video_processing_hour_llava import save_feature_file
+        from modeling_hour_llava.features_hour_llava import save_feature_file
 
         save_feature_file(
             output,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from modeling_hour_llava.video_processing_hour_llava import load_feature_file, sample_feature_frames
+from modeling_hour_llava.features_hour_llava import load_feature_file, sample_feature_frames
 
 FEATURE_SUFFIX = ".safetensors"
 

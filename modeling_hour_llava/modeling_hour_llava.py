@@ -30,6 +30,7 @@ from transformers.utils import logging
 
 from .anyres_hour_llava import anyres_memory_and_queries, tile_grid_shape
 from .configuration_hour_llava import HourLlavaConfig
+from .errors_hour_llava import HourLlavaInputError
 from .memaug_hour_llava import HourLlavaMemAug
 from .memory_hour_llava import (
     assemble_memaug_queries,
@@ -65,10 +66,6 @@ PREFILL_ONLY_INPUTS = (
     "image_sizes",
     "image_num_tiles",
 )
-
-
-class HourLlavaInputError(ValueError):
-    """Inputs that do not fit together (placeholder counts, videos per sample, shapes)."""
 
 
 @dataclass

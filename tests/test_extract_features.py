@@ -39,7 +39,8 @@ from dataset_builder.extract_features import (
     parse_args,
 )
 from dataset_builder.synthetic_videomarathon import SyntheticSpec, write_synthetic_videomarathon
-from modeling_hour_llava.video_processing_hour_llava import HourLlavaVideoProcessor, load_feature_file
+from modeling_hour_llava.features_hour_llava import load_feature_file
+from modeling_hour_llava.video_processing_hour_llava import HourLlavaVideoProcessor
 
 from conftest import tiny_model
 

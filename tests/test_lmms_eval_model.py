@@ -112,7 +112,7 @@ def test_chat_mode_gives_the_simple_answers_and_a_journal_resumes_without_the_to
 
 
 def test_feature_files_replace_the_tower(data, tmp_path):
-    from modeling_hour_llava.video_processing_hour_llava import save_feature_file
+    from modeling_hour_llava.features_hour_llava import save_feature_file
 
     lm = load(HourLlava, data, features_dir=str(tmp_path), video_root=str(data["root"]))
     video = data["videos"][0]

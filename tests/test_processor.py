@@ -19,7 +19,7 @@ from modeling_hour_llava import (
     num_image_tokens,
     num_video_tokens,
 )
-from modeling_hour_llava.video_processing_hour_llava import save_feature_file
+from modeling_hour_llava.features_hour_llava import save_feature_file
 
 from conftest import tiny_model
 

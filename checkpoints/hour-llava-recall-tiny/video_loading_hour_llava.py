@@ -28,17 +28,11 @@ import av
 import numpy as np
 import torch
 
+from .errors_hour_llava import VideoDecodeError
+
 BACKENDS = ("auto", "pyav", "torchcodec")
 # A worker decodes at least this many sampled frames: fewer are not worth a seek and a decoder of their own.
 MIN_FRAMES_PER_WORKER = 16
-
-
-class VideoDecodeError(ValueError):
-    """A video that cannot be used: `path` names the file, `reason` says why."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path, self.reason = os.fspath(path), reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass

@@ -56,11 +56,10 @@ import datasets
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dataset_builder.media import write_json_atomically, write_jsonl_atomically
 from dataset_builder.synthetic_video import write_video
 from dataset_builder.synthetic_videomarathon import BACKGROUNDS, SHAPE_COLOURS, SHAPES, multiple_choice
-
-from .media import write_json_atomically, write_jsonl_atomically
-from .videomarathon import MULTIPLE_CHOICE, OPEN_ENDED, TASK_TOPIC, VideoMarathon
+from dataset_builder.videomarathon import MULTIPLE_CHOICE, OPEN_ENDED, TASK_TOPIC, VideoMarathon
 
 SOURCE = "recall"
 SHAPE_SIDE = (0.7, 0.9)  # a flashed shape's side, as a fraction of the frame: it dominates the frame's features
@@ -447,7 +446,7 @@ def forget_videos_of_another_spec(timelines_path: str, spec: RecallSpec, folder:
 
 def recall_corpus() -> list[str]:
     """Text a recall-suite tokenizer is trained on: the chat frame, every question and every answer."""
-    from .videomarathon import MC_PROMPT
+    from dataset_builder.videomarathon import MC_PROMPT
 
     words = [*BACKGROUNDS, *SHAPE_COLOURS, *SHAPES, *COUNT_WORDS]
     questions = [
