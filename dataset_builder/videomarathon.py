@@ -513,10 +513,10 @@ def grouped_row(group: list[QARecord]) -> dict:
 class VideoMarathonConfig(datasets.BuilderConfig):
     """annotations: file(s) in either format. video_root / video_roots: where each source's videos are.
     check_videos: "none" | "exists" | "probe" (open every video and decode its last seconds; slower, but catches
-    unreadable and truncated files and fills missing durations with the decoded ones; `check_workers` threads). strict: raise instead of excluding. validation_fraction,
-    split_seed: the split by video. group_size, group_seed: the grouped config's QA pairs per sample and per-video
-    shuffle (None: id order). report_path: where the exclusion report goes (default: next to the builder's
-    cache)."""
+    unreadable and truncated files and fills missing durations with the decoded ones; `check_workers` threads).
+    strict: raise instead of excluding. validation_fraction, split_seed: the split by video. group_size,
+    group_seed: the grouped config's QA pairs per sample and per-video shuffle (None: id order). report_path:
+    where the exclusion report goes (default: next to the builder's cache)."""
 
     annotations: str | list[str] | None = None
     video_root: str | None = None

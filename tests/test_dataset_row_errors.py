@@ -85,8 +85,11 @@ def bad_rows(good: dict) -> list[tuple[str, object, str]]:
         ("not_an_object", ["a", "b"], "expected a JSON object"),
         ("invalid_annotation", llava_item(good, conversations="Q: what? A: red"), "conversations must be a list"),
         ("invalid_annotation", llava_item(good, conversations=[turns[0], None]), "conversations[1] must be an"),
-        ("invalid_annotation", llava_item(good, conversations=[turns[0], {"from": "gpt", "value": {"x": 1}}]),
-         "must be text, got dict"),  # fmt: skip
+        (
+            "invalid_annotation",
+            llava_item(good, conversations=[turns[0], {"from": "gpt", "value": {"x": 1}}]),
+            "must be text, got dict",
+        ),  # fmt: skip
         ("invalid_annotation", {**good, "answer": {"text": "red"}}, "answer must be text, got dict"),
         ("invalid_annotation", {**good, "question": ["what", "colour"]}, "question must be text, got list"),
         ("invalid_annotation", {**good, "options": "A. red"}, "options must be a list of texts, got str"),
@@ -100,8 +103,11 @@ def bad_rows(good: dict) -> list[tuple[str, object, str]]:
         ("empty_text", {**good, "answer": "   "}, "answer is empty"),
         ("empty_text", {key: value for key, value in good.items() if key != "answer"}, "answer is missing"),
         ("empty_text", {**good, "options": ["red", ""]}, "options[1] is empty"),
-        ("empty_text", llava_item(good, conversations=[{"from": "human", "value": "<image>\n"}, turns[1]]),
-         "(question) is empty"),  # fmt: skip
+        (
+            "empty_text",
+            llava_item(good, conversations=[{"from": "human", "value": "<image>\n"}, turns[1]]),
+            "(question) is empty",
+        ),  # fmt: skip
         ("invalid_duration", {**good, "duration": float("nan")}, "finite and positive, got nan"),
         ("invalid_duration", {**good, "duration": -5}, "finite and positive, got -5"),
         ("invalid_duration", {**good, "duration": float("inf")}, "finite and positive, got inf"),
@@ -281,9 +287,8 @@ def test_check_media_reports_a_folder_and_a_permission_problem(tmp_path):
 # -----------------------------------------------------------------------------------------------------------------
 def test_llava_json_excludes_bad_items_by_reason(tmp_path, synthetic):
     video = synthetic.timelines[0].video
-    good = {"id": "ok", "video": video, "data_source": SPEC.source,
-            "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "Shapes."}]}  # fmt: skip
-    turns = good["conversations"]
+    turns = [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "Shapes."}]
+    good = {"id": "ok", "video": video, "data_source": SPEC.source, "conversations": turns}
     cases = [
         ("not_an_object", None),
         ("not_an_object", 42),
