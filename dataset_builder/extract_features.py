@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from modeling_hour_llava.features_hour_llava import metadata_text, read_feature_header, save_feature_file
+from modeling_hour_llava.features_hour_llava import all_finite, metadata_text, read_feature_header, save_feature_file
 
 from .media import MediaPathError, resolve_under_root, write_json_atomically
 
@@ -400,7 +400,7 @@ class Extractor:
         stamp = video_stamp(path) if os.path.exists(path) else {}  # taken before decoding: a later change shows
         frames, duration, _ = self.processor.load_video(path)
         features = video_features(self.model, frames, self.chunk_size, self.dtype)
-        if not bool(torch.isfinite(features).all()):
+        if not all_finite(features):
             bad = int((~torch.isfinite(features)).flatten(1).any(1).sum())
             frames_total = features.shape[0]
             reason = f"the vision tower gave NaN or infinite features for {bad} of {frames_total} frames"

@@ -35,6 +35,12 @@ def features_checksum(features: torch.Tensor) -> str:
     return hashlib.sha256(memoryview(data.numpy())).hexdigest()
 
 
+def all_finite(features: torch.Tensor) -> bool:
+    """True when no value is NaN or infinite: one float64 sum (finite float32/16 values cannot overflow it; NaN
+    and infinities survive it), confirmed element-wise only when the sum is not finite."""
+    return bool(torch.isfinite(features.sum(dtype=torch.float64))) or bool(torch.isfinite(features).all())
+
+
 def metadata_text(value) -> str:
     """A metadata value as valid UTF-8 text: file names that are not UTF-8 (Python's surrogate escapes) keep their
     bytes as `\\xNN` escapes, so every name can be recorded and compared."""
@@ -112,7 +118,7 @@ def load_feature_file(path: str | os.PathLike, verify: bool = True) -> tuple[tor
         raise VideoDecodeError(
             path, "content checksum mismatch: the features were changed or damaged after writing; recompute the file"
         )
-    if not bool(torch.isfinite(features).all()):
+    if not all_finite(features):
         raise VideoDecodeError(path, "the features hold NaN or infinite values; recompute the file")
     try:
         duration = float(metadata.get("duration", features.shape[0]))
@@ -148,7 +154,7 @@ def save_feature_file(path: str | os.PathLike, features: torch.Tensor, duration:
         raise ValueError(f"features must be a (T > 0, P, C) tensor, got {getattr(features, 'shape', type(features))}")
     if features.dtype not in SAFETENSORS_DTYPES:
         raise ValueError(f"features have dtype {features.dtype}; expected one of {list(SAFETENSORS_DTYPES)}")
-    if not bool(torch.isfinite(features).all()):
+    if not all_finite(features):
         raise ValueError(f"{os.fspath(path)}: the features hold NaN or infinite values; refusing to write them")
     if isinstance(duration, bool) or not (isinstance(duration, (int, float)) and 0 < duration < float("inf")):
         raise ValueError(f"duration must be a finite positive number of seconds, got {duration!r}")
@@ -177,6 +183,7 @@ def sample_feature_frames(num_stored: int, duration: float) -> np.ndarray:
 
 __all__ = [
     "CHECKSUM_KEY",
+    "all_finite",
     "FEATURE_FILE_FORMAT",
     "FEATURE_SUFFIXES",
     "features_checksum",
