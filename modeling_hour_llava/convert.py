@@ -17,8 +17,11 @@ Two kinds of source are understood:
 The kind is told by `architectures` and by the tensors present, never by `model_type` (the released configs carry
 "llava" or "qwen2"). Every source tensor is either mapped, or dropped for a stated reason (SigLIP's pooling head,
 vision layers after the feature layer, a tied `lm_head`); an unknown tensor, a missing one, a shape that disagrees
-with the config built from the source, or a non-float tensor stops the conversion before anything is written. The
-output is written to a temporary folder beside DST and renamed into place when complete.
+with the config built from the source, or a non-float tensor stops the conversion before anything is written. So
+do a source without a tokenizer (unless `--tokenizer` names one), a tokenizer with more tokens than the decoder has
+embedding rows, and a SigLIP head count that neither `--vision-config`, the source's `vision_config` nor the
+published config of the tower `mm_vision_tower` names gives (no tensor shape shows it). The output is written to a
+temporary folder beside DST and renamed into place when complete.
 
 Only safetensors are read, unless `--allow-pickle` is given for `.bin` / `.pt` files (then loaded with
 `torch.load(weights_only=True)`).
