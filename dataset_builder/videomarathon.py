@@ -257,10 +257,15 @@ def read_annotation_items(path: str, report: ExclusionReport | None = None) -> I
             raise ValueError(f"{path}: expected a JSON list of annotation items, got {type(items).__name__}")
         yield from items
     elif path.endswith(".parquet"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches():
-            yield from batch.to_pylist()
+        try:
+            batches = pq.ParquetFile(path).iter_batches()
+            for batch in batches:
+                yield from batch.to_pylist()
+        except pa.ArrowException as error:
+            raise ValueError(f"{path}: not a readable Parquet file ({error})") from error
     else:
         raise ValueError(f"{path}: annotation files must end with one of {ANNOTATION_SUFFIXES}")
 

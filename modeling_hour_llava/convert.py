@@ -253,11 +253,14 @@ def fetch_source(source: str, allow_pickle: bool, revision: str | None = None, w
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError as error:
         raise ConversionError(f"{path} is missing: a checkpoint folder needs its config.json") from error
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConversionError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise ConversionError(f"{path} holds a JSON {type(data).__name__}; a config is a JSON object")
+    return data
 
 
 def weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
@@ -788,6 +791,8 @@ def convert(
 ) -> ConversionReport:
     """Convert `source` into an Hour-LLaVA folder at `destination`; see the module docstring. Returns the report."""
     destination = Path(destination)
+    if vision_config is not None and not isinstance(vision_config, dict):
+        raise ConversionError(f"--vision-config must be a JSON object of SigLIP fields, got {vision_config!r}")
     if destination.exists() and any(destination.iterdir()) and not overwrite:
         raise ConversionError(f"{destination} exists and is not empty; pass --overwrite to replace it")
     folder = fetch_source(source, allow_pickle, revision)

@@ -388,9 +388,7 @@ def test_a_tokenizer_with_a_folder_without_one_is_refused_by_name(tmp_path, toke
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "tokenizer_config.json").write_text("{}")
     with pytest.raises(ConversionError, match=rf"{tmp_path / 't'} holds no tokenizer"):
-        convert(
-            str(tmp_path / "src"), tmp_path / "out", vision_config=TINY_VISION_HEADS, tokenizer=str(tmp_path / "t")
-        )
+        convert(str(tmp_path / "src"), tmp_path / "out", vision_config=TINY_VISION_HEADS, tokenizer=str(tmp_path / "t"))
     with pytest.raises(ConversionError, match=r"--tokenizer '.*/nowhere' is neither a folder nor a Hub repo id"):
         convert(str(tmp_path / "src"), tmp_path / "out", vision_config=TINY_VISION_HEADS, tokenizer="./nowhere")
 
@@ -460,3 +458,13 @@ def test_the_named_so400m_tower_gives_its_published_head_count():
     assert vision_config_from(nested, tensors, {}, report)["image_size"] == 384
     with pytest.raises(ConversionError, match=r"image_size=420 .* gives a 30-patch side, but .* hold 27 x 27"):
         vision_config_from(source, tensors, {"image_size": 420}, report)
+
+
+def test_a_config_that_is_not_an_object_and_a_vision_config_that_is_not_one(tmp_path, capsys):
+    """Own case: no raw AttributeError from a config.json holding a list, or from --vision-config '[16]'."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_text("[1, 2]")
+    assert main([str(tmp_path / "src"), str(tmp_path / "out")]) == 1
+    assert "config.json holds a JSON list; a config is a JSON object" in capsys.readouterr().err
+    assert main([str(tmp_path / "src"), str(tmp_path / "out"), "--vision-config", "[16]"]) == 1
+    assert "--vision-config must be a JSON object" in capsys.readouterr().err

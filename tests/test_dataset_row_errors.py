@@ -314,3 +314,15 @@ def test_llava_json_excludes_bad_items_by_reason(tmp_path, synthetic):
     expected = Counter(reason for reason, _ in cases) + Counter({"invalid_json": 1})
     assert report["excluded_rows"] == dict(expected)
     assert builder.as_dataset("train")["id"] == ["ok"]
+
+
+def test_an_unreadable_annotation_file_is_one_error_naming_it(tmp_path, synthetic):
+    """Own case: a damaged Parquet file or a .json that is not JSON is a file-level error that names the file
+    (not pyarrow's or json's own exception)."""
+    for name, data in (("rows.parquet", b"PAR1 not really parquet"), ("rows.json", b'[{"id": 1},')):
+        path = tmp_path / name
+        path.write_bytes(data)
+        builder = VideoMarathon(config_name="qa", annotations=str(path), video_root=synthetic.video_root,
+                                cache_dir=str(tmp_path / "cache"))  # fmt: skip
+        with pytest.raises(ValueError, match=rf"{path}: not a (readable Parquet|valid JSON) file"):
+            builder.download_and_prepare()
