@@ -17,8 +17,17 @@ the default: they may be expensive features of another model) or recomputes them
 Every file also records its video's size and modification time: a video replaced under the same name (a rewritten
 or re-downloaded file) has its features recomputed, not reused (`--video-changes ignore` trusts the files instead,
 e.g. after copying videos without their times). Files written before this check existed are trusted.
-Videos that cannot be decoded are skipped and counted by reason. The run ends with `extraction_report.json`
-(atomic) in the output folder: per-process counts, failures, videos/s and seconds of video per second.
+Before a file is reused its content is verified too: the tensor must match the sha256 its file records
+(`features_sha256`), hold only finite values and come from the same video (`source_video`): a file changed without
+changing its size (flipped bytes, zeroed or NaN data, another video's file copied over it) is recomputed.
+Identical inputs give byte-identical files.
+
+Any file name works (names that are not UTF-8 are recorded with `\\xNN` escapes). Every video, from the scan or
+from `--video-list`, must lie inside `--video-root` once symlinks are resolved: entries that are absolute, climb
+out with `..` or link outside are skipped and counted (`path_escapes_root`, listed under `refused`), never read.
+Videos that cannot be decoded, or whose features come out NaN or infinite, are skipped and counted by reason. The
+run ends with `extraction_report.json` (atomic) in the output folder (created if missing): per-process counts,
+failures, videos/s and seconds of video per second.
 """
 
 from __future__ import annotations
@@ -27,7 +36,6 @@ import argparse
 import hashlib
 import json
 import os
-import struct
 import sys
 import time
 from collections import Counter
@@ -36,7 +44,9 @@ from pathlib import Path
 
 import torch
 
-from .media import write_json_atomically
+from modeling_hour_llava.features_hour_llava import all_finite, metadata_text, read_feature_header, save_feature_file
+
+from .media import MediaPathError, resolve_under_root, write_json_atomically
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 FEATURE_SUFFIX = ".safetensors"
@@ -55,7 +65,6 @@ FEATURE_CONFIG_FIELDS = (
     "vision_image_std",
 )
 VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype")
-HEADER_LENGTH_BYTES = 8
 VALID, MISSING, STALE, INVALID, CHANGED = "valid", "missing", "stale", "invalid", "changed"
 
 
@@ -107,10 +116,11 @@ class Tally:
 # Inputs
 # ---------------------------------------------------------------------------------------------------------------
 def list_videos(video_root: str, video_list: str | None = None) -> list[str]:
-    """Video paths relative to `video_root`, sorted: from `video_list` (one per line) or a recursive scan."""
+    """Video paths relative to `video_root`, sorted: from `video_list` (one per line, any bytes but newline) or a
+    recursive scan. Names that are not UTF-8 come as `os.fsdecode` gives them. `confine_videos` checks them."""
     if video_list:
-        with open(video_list) as handle:
-            videos = [line.strip() for line in handle if line.strip()]
+        with open(video_list, "rb") as handle:
+            videos = [os.fsdecode(line.strip()) for line in handle if line.strip()]
     else:
         videos = [
             os.path.relpath(os.path.join(folder, name), video_root)
@@ -124,6 +134,22 @@ def list_videos(video_root: str, video_list: str | None = None) -> list[str]:
     if clashes:
         raise ValueError(f"videos that differ only in their suffix would share a feature file: {clashes[:5]}")
     return videos
+
+
+def confine_videos(video_root: str, videos: list[str]) -> tuple[list[str], list[dict]]:
+    """(videos that resolve inside `video_root`, normalised; refused ones as {"video", "reason", "detail"}):
+    absolute paths, `..` out of the root, symlinks to outside it, empty names or NUL bytes are refused."""
+    kept, refused = [], []
+    for video in videos:
+        try:
+            resolve_under_root(video_root, video, what="video")
+            if os.path.normpath(video).startswith(".."):  # its feature file would be written out of --output-dir
+                raise MediaPathError(f"video {video!r} leaves {video_root!r} before coming back; name it directly")
+        except MediaPathError as error:
+            refused.append({"video": metadata_text(video), "reason": error.reason, "detail": metadata_text(error)})
+            continue
+        kept.append(os.path.normpath(video))
+    return sorted(set(kept)), refused
 
 
 def feature_name(video: str) -> str:
@@ -174,20 +200,6 @@ def make_fingerprint(model, sampling: dict, revision: str | None) -> Fingerprint
     return Fingerprint(revision or f"sha256:{weights[:16]}", config_hash.hexdigest(), weights)
 
 
-def read_header(path: str) -> tuple[dict, int]:
-    """The safetensors JSON header and the file size it implies; ValueError for a file that is not one."""
-    with open(path, "rb") as handle:
-        prefix = handle.read(HEADER_LENGTH_BYTES)
-        if len(prefix) < HEADER_LENGTH_BYTES:
-            raise ValueError("shorter than a safetensors header")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > os.path.getsize(path):
-            raise ValueError(f"header length {length} exceeds the file size")
-        header = json.loads(handle.read(length))
-    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
-    return header, HEADER_LENGTH_BYTES + length + end
-
-
 def video_stamp(video_path: str) -> dict[str, str]:
     """What a feature file records of its video, to notice a video replaced under the same name: size and mtime."""
     stat = os.stat(video_path)
@@ -195,17 +207,26 @@ def video_stamp(video_path: str) -> dict[str, str]:
 
 
 def feature_file_state(
-    path: str, fingerprint: Fingerprint, pooled_tokens: int, channels: int, video_path: str | None = None
+    path: str,
+    fingerprint: Fingerprint,
+    pooled_tokens: int,
+    channels: int,
+    video_path: str | None = None,
+    video: str | None = None,
+    verify_content: bool = True,
 ) -> tuple[str, str]:
-    """(VALID | MISSING | STALE | INVALID | CHANGED, detail) from the header alone (no tensor is read): the file
-    must be complete, our format, one `features` tensor (T > 0, pooled_tokens, channels), and carry `fingerprint`;
-    with `video_path`, a file that recorded another size or mtime of that video is CHANGED."""
-    from modeling_hour_llava.features_hour_llava import FEATURE_FILE_FORMAT
+    """(VALID | MISSING | STALE | INVALID | CHANGED, detail). From the header: the file must be complete, our
+    format, one `features` tensor (T > 0, pooled_tokens, channels), and carry `fingerprint`; with `video_path`, a
+    file that recorded another size or mtime of that video is CHANGED; with `video` (relative to the root), a file
+    that records another video is INVALID. With `verify_content`, the tensor is read: a checksum that does not
+    match or non-finite values are INVALID (files without a checksum are only checked for finite values)."""
+    from modeling_hour_llava.features_hour_llava import FEATURE_FILE_FORMAT, load_feature_file
+    from modeling_hour_llava.video_loading_hour_llava import VideoDecodeError
 
     if not os.path.exists(path):
         return MISSING, ""
     try:
-        header, expected_size = read_header(path)
+        header, expected_size = read_feature_header(path)
     except (ValueError, OSError, KeyError, TypeError) as error:
         return INVALID, f"unreadable header ({error})"
     size = os.path.getsize(path)
@@ -229,6 +250,13 @@ def feature_file_state(
         recorded = {key: metadata.get(key) for key in now}
         if recorded != now:
             return CHANGED, f"{video_path} changed since its features were written ({recorded} -> {now})"
+    if video is not None and "source_video" in metadata and metadata["source_video"] != metadata_text(video):
+        return INVALID, f"holds the features of {metadata['source_video']!r}, not of {metadata_text(video)!r}"
+    if verify_content:
+        try:
+            load_feature_file(path)
+        except VideoDecodeError as error:
+            return INVALID, error.reason
     return VALID, ""
 
 
@@ -335,7 +363,7 @@ class Extractor:
         """The action for the output file `path` of `video` (relative to the video root): 'skip', 'compute',
         'recompute_stale', 'recompute_invalid' or 'recompute_changed_video'."""
         watch = os.path.join(self.args.video_root, video) if video and self.args.video_changes == "recompute" else None
-        state, detail = feature_file_state(path, self.fingerprint, self.pooled_tokens, self.channels, watch)
+        state, detail = feature_file_state(path, self.fingerprint, self.pooled_tokens, self.channels, watch, video)
         if state == VALID:
             return "skip"
         if state == STALE:
@@ -352,7 +380,9 @@ class Extractor:
         stale = []
         for video in videos:
             path = os.path.join(self.args.output_dir, feature_name(video))
-            state, detail = feature_file_state(path, self.fingerprint, self.pooled_tokens, self.channels)
+            state, detail = feature_file_state(
+                path, self.fingerprint, self.pooled_tokens, self.channels, verify_content=False
+            )
             if state == STALE:
                 stale.append(f"{path}: {detail}")
         if stale:
@@ -362,13 +392,19 @@ class Extractor:
             )
 
     def extract(self, video: str, output: str) -> float:
-        """Decode, run the tower, pool and write one video's file; returns the video's duration in seconds."""
+        """Decode, run the tower, pool and write one video's file; returns the video's duration in seconds.
+        Features that are not all finite are a VideoDecodeError (nothing is written)."""
+        from modeling_hour_llava.video_loading_hour_llava import VideoDecodeError
+
         path = os.path.join(self.args.video_root, video)
         stamp = video_stamp(path) if os.path.exists(path) else {}  # taken before decoding: a later change shows
         frames, duration, _ = self.processor.load_video(path)
         features = video_features(self.model, frames, self.chunk_size, self.dtype)
-        from modeling_hour_llava.features_hour_llava import save_feature_file
-
+        if not all_finite(features):
+            bad = int((~torch.isfinite(features)).flatten(1).any(1).sum())
+            frames_total = features.shape[0]
+            reason = f"the vision tower gave NaN or infinite features for {bad} of {frames_total} frames"
+            raise VideoDecodeError(path, f"{reason} ({self.args.dtype}); nothing was written")
         save_feature_file(
             output,
             features,
@@ -398,7 +434,7 @@ class Extractor:
                 tally.video_seconds += self.extract(video, output)
             except VideoDecodeError as error:
                 tally.counts["failed"] += 1
-                tally.failures.append({"video": video, "reason": error.reason})
+                tally.failures.append({"video": metadata_text(video), "reason": metadata_text(error.reason)})
                 continue
             tally.counts["computed"] += 1
             if action != "compute":
@@ -410,11 +446,14 @@ class Extractor:
         return tally
 
 
-def merge_reports(output_dir: str, args: argparse.Namespace, fingerprint: Fingerprint, count: int) -> dict:
-    """Sum the per-process reports into `extraction_report.json` (atomically) and return it."""
+def merge_reports(
+    output_dir: str, args: argparse.Namespace, fingerprint: Fingerprint, count: int, refused: list[dict] = ()
+) -> dict:
+    """Sum the per-process reports into `extraction_report.json` (atomically) and return it; `refused`: the
+    videos `confine_videos` refused (counted by reason)."""
     folder = os.path.join(output_dir, PARTIAL_REPORTS)
     parts = [json.loads(Path(folder, f"process-{rank}.json").read_text()) for rank in range(count)]
-    counts = Counter()
+    counts = Counter(entry["reason"] for entry in refused)
     for part in parts:
         counts.update(part["counts"])
     seconds = max((part["seconds"] for part in parts), default=0.0)
@@ -428,6 +467,7 @@ def merge_reports(output_dir: str, args: argparse.Namespace, fingerprint: Finger
         "processes": count,
         "counts": dict(counts),
         "failures": [failure for part in parts for failure in part["failures"]],
+        "refused": list(refused),
         "wall_seconds": seconds,
         "videos_per_second": computed / seconds if seconds else None,
         "video_seconds_per_second": video_seconds / seconds if seconds else None,
@@ -445,7 +485,10 @@ def extract(args: argparse.Namespace) -> dict | None:
     # makes them one gloo process group (MULTI_CPU) instead of N unrelated single processes.
     state = PartialState(cpu=args.cpu or not torch.cuda.is_available())
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // state.num_processes))
-    videos = list_videos(args.video_root, args.video_list)
+    if not os.path.isdir(args.video_root):
+        raise FileNotFoundError(f"--video-root {args.video_root!r} is not a folder")
+    videos, refused = confine_videos(args.video_root, list_videos(args.video_root, args.video_list))
+    os.makedirs(args.output_dir, exist_ok=True)
     extractor = Extractor(args, state.device)
     extractor.preflight(videos)
     mine = shard(videos, state.process_index, state.num_processes)
@@ -456,7 +499,7 @@ def extract(args: argparse.Namespace) -> dict | None:
     )
     state.wait_for_everyone()
     if state.is_main_process:
-        return merge_reports(args.output_dir, args, extractor.fingerprint, state.num_processes)
+        return merge_reports(args.output_dir, args, extractor.fingerprint, state.num_processes, refused)
     return None
 
 
@@ -485,7 +528,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         report = extract(parse_args(argv))
-    except StaleFeaturesError as error:
+    except (StaleFeaturesError, FileNotFoundError, NotADirectoryError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if report is not None:

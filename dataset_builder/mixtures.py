@@ -26,8 +26,21 @@ from dataclasses import dataclass
 import datasets
 
 from .chat import CHAT_FEATURES, map_media_paths, media_block, modality_of, text_block, turn
-from .media import INVALID_FIELD, ExclusionReport, MediaPathError, check_media, files_fingerprint, resolve_under_root
-from .videomarathon import read_annotation_items, source_root
+from .media import (
+    EMPTY_TEXT,
+    INVALID_FIELD,
+    ExclusionReport,
+    RowError,
+    check_media,
+    files_fingerprint,
+    id_field,
+    object_item,
+    path_field,
+    resolve_under_root,
+    shown,
+    text_field,
+)
+from .videomarathon import conversation_turns, read_annotation_items, source_root
 
 WRONG_MODALITY = "wrong_modality"
 MEDIA_TAG = "<image>"
@@ -46,17 +59,22 @@ STOPPING_STRATEGIES = ("first_exhausted", "all_exhausted", "all_exhausted_withou
 # LLaVA JSON -> chat rows
 # ---------------------------------------------------------------------------------------------------------------
 def item_media(item: dict, media_root: str | None, use_data_source: bool) -> list[tuple[str, str]]:
-    """(kind, absolute path) of an item's media, resolved under `media_root` (MediaPathError if it escapes)."""
-    if item.get("video"):
-        relative = str(item["video"])
-        if use_data_source and item.get("data_source"):
-            relative = os.path.join(str(item["data_source"]), relative)
+    """(kind, absolute path) of an item's media, resolved under `media_root` (MediaPathError if it escapes or is
+    not a path; RowError for an `image` that is neither a path nor a list of paths)."""
+    if item.get("video") is not None:
+        relative = path_field(item["video"], "video")
+        source = text_field(item.get("data_source"), "data_source", required=False)
+        if use_data_source and source:
+            relative = os.path.join(path_field(source, "data_source"), relative)
         kinds = [("video", relative)]
     else:
-        images = item.get("image") or []
-        kinds = [("image", str(image)) for image in ([images] if isinstance(images, str) else images)]
+        images = item.get("image")
+        images = [] if images is None else [images] if isinstance(images, str) else images
+        if not isinstance(images, list):
+            raise RowError(f"image must be a path or a list of paths, got {shown(images)}")
+        kinds = [("image", path_field(image, f"image[{index}]")) for index, image in enumerate(images)]
     if kinds and not media_root:
-        raise ValueError("the item has media but the config has no media_root")
+        raise RowError("the item has media but the config has no media_root")
     return [
         (kind, resolve_under_root(media_root, path, what=f"{kind} of item {item.get('id')}")) for kind, path in kinds
     ]
@@ -66,7 +84,7 @@ def user_blocks(text: str, media: list[tuple[str, str]]) -> list[dict]:
     """A user turn's blocks: text split at each `<image>` tag, the next media block in its place."""
     pieces = text.split(MEDIA_TAG)
     if len(pieces) - 1 > len(media):
-        raise ValueError(f"{len(pieces) - 1} {MEDIA_TAG} tags but {len(media)} media in the item")
+        raise RowError(f"{len(pieces) - 1} {MEDIA_TAG} tags but {len(media)} media in the item")
     blocks = []
     for index, piece in enumerate(pieces):
         if index > 0:
@@ -79,17 +97,17 @@ def user_blocks(text: str, media: list[tuple[str, str]]) -> list[dict]:
 
 
 def llava_messages(item: dict, media: list[tuple[str, str]]) -> list[dict]:
-    """LLaVA `conversations` -> chat messages; untagged media lead the first user turn."""
-    conversations = item.get("conversations") or []
-    turns = [
-        (ROLES.get(t.get("from") or t.get("role")), t.get("value") or t.get("content") or "") for t in conversations
-    ]
-    if None in (role for role, _ in turns):
-        raise ValueError(f"unknown role in {[t.get('from') or t.get('role') for t in conversations]}")
+    """LLaVA `conversations` -> chat messages; untagged media lead the first user turn. Every assistant turn must
+    have text, every user turn text or media (`empty_text` otherwise)."""
+    given = conversation_turns(item)
+    unknown = sorted({role for role, _ in given if role not in ROLES})
+    if unknown:
+        raise RowError(f"unknown role(s) {unknown} in conversations; expected one of {sorted(ROLES)}")
+    turns = [(ROLES[role], text) for role, text in given]
     while turns and turns[0][0] == "assistant":
         turns = turns[1:]  # the reference drops a leading non-human turn
     if not turns:
-        raise ValueError("no conversation turns")
+        raise RowError("no conversation turns")
     pending, tags = list(media), sum(text.count(MEDIA_TAG) for role, text in turns if role == "user")
     untagged = [media_block(kind, path) for kind, path in pending[tags:]]
     pending = pending[:tags]
@@ -100,7 +118,9 @@ def llava_messages(item: dict, media: list[tuple[str, str]]) -> list[dict]:
             if first_user:
                 blocks, first_user = untagged + blocks, False
         else:
-            blocks = [text_block(text.strip())]
+            blocks = [text_block(text_field(text, f"{role} turn {len(messages)}"))]
+        if not blocks:
+            raise RowError(f"{role} turn {len(messages)} has neither text nor media", EMPTY_TEXT)
         messages.append(turn(role, blocks))
     return messages
 
@@ -193,25 +213,28 @@ class LlavaJson(datasets.GeneratorBasedBuilder):
         reason. `entries`: (path, sampling strategy) per file."""
         report, rows = ExclusionReport(name=f"llava_json/{self.config.name}"), []
         for path, strategy in entries:
-            items = list(enumerate(read_annotation_items(path)))
+            items = list(enumerate(read_annotation_items(path, report)))
             seed = f"{self.config.sampling_seed}\0{os.path.basename(path)}"  # not the folder: moving data keeps it
             for index, item in sample_items(items, strategy, seed):
-                row_id = str(item.get("id", f"{os.path.basename(path)}#{index}"))
-                row = self.convert(item, row_id, report)
+                row = self.convert(item, f"{os.path.basename(path)}#{index}", report)
                 if row is not None:
                     rows.append(row)
         report.kept = {"train": len(rows)}
         return rows, report
 
-    def convert(self, item: dict, row_id: str, report: ExclusionReport) -> dict | None:
+    def convert(self, item, position: str, report: ExclusionReport) -> dict | None:
+        """One item -> a chat row, or None with the reason counted in `report` (`position`: file#index, the id of
+        an item without one)."""
         config = self.config
+        row_id = position
         try:
+            row_id = id_field(object_item(item).get("id"), position)
             media = item_media(item, config.media_root, config.use_data_source)
             messages = llava_messages(item, media)
-        except MediaPathError as error:
-            report.exclude_row("path_escapes_root", row_id, str(error))
+        except RowError as error:
+            report.exclude_row(error.reason, row_id, str(error))
             return None
-        except (ValueError, TypeError, AttributeError) as error:
+        except (ValueError, TypeError) as error:
             report.exclude_row(INVALID_FIELD, row_id, str(error))
             return None
         modality = modality_of(messages)

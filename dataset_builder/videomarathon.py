@@ -21,9 +21,11 @@ is its path relative to its source's root; paths that are absolute or leave the 
 Configs: `qa` (one row per QA pair) and `grouped` (up to `group_size` = 5 QA pairs about the same video as one
 multi-turn conversation, as the paper trains; the LLaVA file's own groups are kept). Splits `train` and
 `validation` are by video: a hash of (seed, source, video) decides, so no video is in both, and the assignment does
-not change when rows are added. Rows whose video is missing or unreadable (`check_videos="probe"`), whose path
-escapes its root, or whose fields are invalid are excluded and counted by reason in a JSON report
-(`builder.report_path`, written atomically); `strict=True` raises instead.
+not change when rows are added. No row stops a build: lines that are not JSON, items that are not objects, fields
+of the wrong type or value (empty question or answer, a duration that is not a finite positive number, options
+that are not a list of texts, a path with a NUL byte, ...), paths that escape their root, duplicate ids and videos
+that are missing, unreadable or truncated (`check_videos="probe"` decodes each video's end) are excluded and
+counted by reason in a JSON report (`builder.report_path`, written atomically); `strict=True` raises instead.
 """
 
 from __future__ import annotations
@@ -41,14 +43,23 @@ import datasets
 
 from .chat import MESSAGES, qa_messages
 from .media import (
-    ESCAPES_ROOT,
+    DUPLICATE_ID,
     INVALID_FIELD,
+    INVALID_JSON,
     UNKNOWN_SOURCE,
     ExclusionReport,
     MediaPathError,
+    RowError,
     check_media,
+    duration_field,
     files_fingerprint,
+    id_field,
+    object_item,
+    options_field,
+    path_field,
     resolve_under_root,
+    shown,
+    text_field,
 )
 
 # The 22 tasks by topic (the dataset card's taxonomy figure); True marks long-form tasks, False short-form ones.
@@ -220,27 +231,41 @@ def format_question(question: str, options: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Reading annotations
 # ---------------------------------------------------------------------------------------------------------------
-def read_annotation_items(path: str) -> Iterator[dict]:
-    """Items of a .json (a list), .jsonl (one object per line) or .parquet annotation file."""
+def read_annotation_items(path: str, report: ExclusionReport | None = None) -> Iterator:
+    """Items of a .json (a list), .jsonl (one value per line) or .parquet annotation file, as parsed (callers check
+    that each is an object). A .jsonl line that is not JSON (or not UTF-8) is excluded as `invalid_json` in
+    `report` (a ValueError naming the line without one); a file that cannot be read at all is a ValueError."""
     if path.endswith(".jsonl"):
-        with open(path) as handle:
+        with open(path, "rb") as handle:
             for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise ValueError(f"{path}:{number}: not valid JSON ({error})") from error
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                    detail = f"{path}:{number}: not valid JSON ({error})"
+                    if report is None:
+                        raise ValueError(detail) from error
+                    report.exclude_row(INVALID_JSON, f"{path}:{number}", detail)
     elif path.endswith(".json"):
-        with open(path) as handle:
-            items = json.load(handle)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                items = json.load(handle)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: not a valid JSON file ({error}); one item per line needs .jsonl") from error
         if not isinstance(items, list):
             raise ValueError(f"{path}: expected a JSON list of annotation items, got {type(items).__name__}")
         yield from items
     elif path.endswith(".parquet"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches():
-            yield from batch.to_pylist()
+        try:
+            batches = pq.ParquetFile(path).iter_batches()
+            for batch in batches:
+                yield from batch.to_pylist()
+        except pa.ArrowException as error:
+            raise ValueError(f"{path}: not a readable Parquet file ({error})") from error
     else:
         raise ValueError(f"{path}: annotation files must end with one of {ANNOTATION_SUFFIXES}")
 
@@ -252,67 +277,93 @@ def _field(item: dict, name: str):
     return None
 
 
+def _name_field(item: dict, name: str) -> str:
+    """An optional name (task, topic, question type, source) as text; other types are refused."""
+    return text_field(_field(item, name), name, required=False)
+
+
 def hub_row_record(item: dict, index: int) -> QARecord:
-    """A Hub row -> QARecord, validating task, topic and question type (ValueError names the bad field)."""
-    options = [str(option) for option in (_field(item, "options") or [])]
-    task = normalize_task(_field(item, "task"))
-    duration = _field(item, "duration")
+    """A Hub row -> QARecord, validating every field (a RowError names the bad field and its report reason)."""
+    options = options_field(_field(item, "options"))
+    task = normalize_task(_name_field(item, "task"))
     return QARecord(
-        id=str(_field(item, "id") if _field(item, "id") is not None else index),
-        video=str(_field(item, "video") or ""),
-        source=str(_field(item, "source") or ""),
-        question=str(_field(item, "question") or ""),
-        answer=str(_field(item, "answer") or ""),
-        duration=float(duration) if duration is not None else None,
-        topic=normalize_topic(_field(item, "topic"), task),
+        id=id_field(_field(item, "id"), index),
+        video=path_field(_field(item, "video"), "video"),
+        source=_name_field(item, "source"),
+        question=text_field(_field(item, "question"), "question"),
+        answer=text_field(_field(item, "answer"), "answer"),
+        duration=duration_field(_field(item, "duration")),
+        topic=normalize_topic(_name_field(item, "topic"), task),
         task=task,
-        question_type=normalize_question_type(_field(item, "question_type"), options),
+        question_type=normalize_question_type(_name_field(item, "question_type"), options),
         options=options,
     )
 
 
+def conversation_turns(item: dict) -> list[tuple[str, str]]:
+    """(role, text) of a LLaVA item's `conversations`: a list of objects with `from`/`role` and `value`/`content`
+    texts (a string, a null turn or a non-text value is a RowError naming the turn)."""
+    conversations = item.get("conversations")
+    if not isinstance(conversations, list):
+        raise RowError(f"conversations must be a list of turns, got {type(conversations).__name__} "
+                       f"{shown(conversations)}")  # fmt: skip
+    turns = []
+    for number, turn in enumerate(conversations):
+        if not isinstance(turn, dict):
+            raise RowError(f"conversations[{number}] must be an object with 'from' and 'value', got {shown(turn)}")
+        role = text_field(turn.get("from", turn.get("role")), f"conversations[{number}].from")
+        text = text_field(turn.get("value", turn.get("content")), f"conversations[{number}].value", required=False)
+        turns.append((role, text))
+    return turns
+
+
 def llava_item_records(item: dict, index: int) -> list[QARecord]:
     """A grouped LLaVA item -> one QARecord per (human, gpt) pair, with the media tag removed from the question."""
-    conversations = item.get("conversations") or []
-    turns = [
-        (turn.get("from") or turn.get("role"), turn.get("value") or turn.get("content") or "") for turn in conversations
-    ]
+    turns = conversation_turns(item)
     if turns and turns[0][0] not in ("human", "user"):
         turns = turns[1:]  # the reference drops a leading non-human turn
-    item_id = str(item.get("id", index))
+    item_id = id_field(item.get("id"), index)
+    video = path_field(item.get("video"), "video")
+    source = text_field(item.get("data_source", item.get("source")), "data_source", required=False)
+    duration = duration_field(item.get("duration"))
     records = []
     for pair in range(len(turns) // 2):
         (asker, question), (answerer, answer) = turns[2 * pair], turns[2 * pair + 1]
         if asker not in ("human", "user") or answerer not in ("gpt", "assistant"):
-            raise ValueError(f"conversation turns {2 * pair}-{2 * pair + 1} are {asker!r}/{answerer!r}")
+            raise RowError(f"conversation turns {2 * pair}-{2 * pair + 1} are {asker!r}/{answerer!r}")
         records.append(
             QARecord(
                 id=f"{item_id}-{pair}",
-                video=str(item.get("video") or ""),
-                source=str(item.get("data_source") or item.get("source") or ""),
-                question=MEDIA_TAG.sub("", question).strip(),
-                answer=answer.strip(),
-                duration=float(item["duration"]) if item.get("duration") is not None else None,
+                video=video,
+                source=source,
+                question=text_field(MEDIA_TAG.sub("", question), f"conversations[{2 * pair}].value (question)"),
+                answer=text_field(answer, f"conversations[{2 * pair + 1}].value (answer)"),
+                duration=duration,
                 group=item_id,
             )
         )
     if not records:
-        raise ValueError("no (human, gpt) pair in 'conversations'")
+        raise RowError("no (human, gpt) pair in 'conversations'")
     return records
 
 
 def load_records(paths: list[str], report: ExclusionReport) -> list[QARecord]:
-    """Every QA pair of every annotation file, in file order; malformed items are excluded with their reason."""
+    """Every QA pair of every annotation file, in file order; every malformed item is excluded and counted by
+    reason (`RowError.reason`), none stops the build."""
     records: list[QARecord] = []
     for path in paths:
-        for index, item in enumerate(read_annotation_items(path)):
+        for index, item in enumerate(read_annotation_items(path, report)):
+            name = f"{path}#{item.get('id', index) if isinstance(item, dict) else index}"
             try:
+                item = object_item(item)
                 if "conversations" in item:
                     records.extend(llava_item_records(item, index))
                 else:
                     records.append(hub_row_record(item, index))
-            except (ValueError, TypeError) as error:
-                report.exclude_row(INVALID_FIELD, f"{path}#{item.get('id', index)}", f"{path}: item {index}: {error}")
+            except RowError as error:
+                report.exclude_row(error.reason, name, f"{path}: item {index}: {error}")
+            except (ValueError, TypeError) as error:  # normalize_task/topic/question_type name the field
+                report.exclude_row(INVALID_FIELD, name, f"{path}: item {index}: {error}")
     return records
 
 
@@ -330,7 +381,7 @@ def source_root(source: str, video_root: str | None, video_roots: dict[str, str]
     """Where a source's videos live: its own root, else `video_root/<source>`, else None (unknown source)."""
     if video_roots and source in video_roots:
         return video_roots[source]
-    if video_root and source and "/" not in source and source not in (".", ".."):
+    if video_root and source and "/" not in source and "\0" not in source and source not in (".", ".."):
         return os.path.join(video_root, source)
     return None
 
@@ -346,7 +397,7 @@ def locate_video(
     try:
         return resolve_under_root(root, video, what=f"video of rows {group[0].id}..."), None, ""
     except MediaPathError as error:
-        return None, ESCAPES_ROOT, str(error)
+        return None, error.reason, str(error)
 
 
 def check_videos(
@@ -389,7 +440,7 @@ def drop_duplicate_ids(records: list[QARecord], report: ExclusionReport) -> list
     seen, kept = set(), []
     for record in records:
         if record.id in seen:
-            report.exclude_row(INVALID_FIELD, record.id, f"duplicate id {record.id!r}")
+            report.exclude_row(DUPLICATE_ID, record.id, f"duplicate id {record.id!r}")
             continue
         seen.add(record.id)
         kept.append(record)
@@ -466,11 +517,11 @@ def grouped_row(group: list[QARecord]) -> dict:
 @dataclass
 class VideoMarathonConfig(datasets.BuilderConfig):
     """annotations: file(s) in either format. video_root / video_roots: where each source's videos are.
-    check_videos: "none" | "exists" | "probe" (open every video; slow but catches unreadable files and fills
-    missing durations; `check_workers` threads). strict: raise instead of excluding. validation_fraction,
-    split_seed: the split by video. group_size, group_seed: the grouped config's QA pairs per sample and per-video
-    shuffle (None: id order). report_path: where the exclusion report goes (default: next to the builder's
-    cache)."""
+    check_videos: "none" | "exists" | "probe" (open every video and decode its last seconds; slower, but catches
+    unreadable and truncated files and fills missing durations with the decoded ones; `check_workers` threads).
+    strict: raise instead of excluding. validation_fraction, split_seed: the split by video. group_size,
+    group_seed: the grouped config's QA pairs per sample and per-video shuffle (None: id order). report_path:
+    where the exclusion report goes (default: next to the builder's cache)."""
 
     annotations: str | list[str] | None = None
     video_root: str | None = None

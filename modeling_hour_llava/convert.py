@@ -17,8 +17,11 @@ Two kinds of source are understood:
 The kind is told by `architectures` and by the tensors present, never by `model_type` (the released configs carry
 "llava" or "qwen2"). Every source tensor is either mapped, or dropped for a stated reason (SigLIP's pooling head,
 vision layers after the feature layer, a tied `lm_head`); an unknown tensor, a missing one, a shape that disagrees
-with the config built from the source, or a non-float tensor stops the conversion before anything is written. The
-output is written to a temporary folder beside DST and renamed into place when complete.
+with the config built from the source, or a non-float tensor stops the conversion before anything is written. So
+do a source without a tokenizer (unless `--tokenizer` names one), a tokenizer with more tokens than the decoder has
+embedding rows, and a SigLIP head count that neither `--vision-config`, the source's `vision_config` nor the
+published config of the tower `mm_vision_tower` names gives (no tensor shape shows it). The output is written to a
+temporary folder beside DST and renamed into place when complete.
 
 Only safetensors are read, unless `--allow-pickle` is given for `.bin` / `.pt` files (then loaded with
 `torch.load(weights_only=True)`).
@@ -105,6 +108,22 @@ QWEN2_FIELDS = (
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MEDIA_TOKENS = ("<image>", "<video>")
 OPTIONAL_TARGETS = (r"^model\.vision_tower\.post_layernorm\.",)  # in our module tree, never used by the forward
+# Files that hold a tokenizer's vocabulary (`tokenizer_config.json` alone does not: transformers then builds an
+# empty tokenizer from the model type).
+TOKENIZER_VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
+TOKENIZER_PROBE_TEXT = "What colour is the car?"
+# Vision towers a source may name in `mm_vision_tower` without a `vision_config` (the reference's configs): the
+# published configuration of each. The head count is taken from here only when the stored tensors have the
+# tower's shapes; anything else must come with `--vision-config`.
+KNOWN_VISION_TOWERS = {
+    "siglip-so400m-patch14-384": {
+        "hidden_size": 1152,
+        "intermediate_size": 4304,
+        "patch_size": 14,
+        "image_size": 384,
+        "num_attention_heads": 16,
+    },
+}
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -219,13 +238,13 @@ class ConversionReport:
 # ---------------------------------------------------------------------------------------------------------------------
 # Reading the source
 # ---------------------------------------------------------------------------------------------------------------------
-def fetch_source(source: str, allow_pickle: bool, revision: str | None = None) -> Path:
+def fetch_source(source: str, allow_pickle: bool, revision: str | None = None, what: str = "SRC") -> Path:
     """A local folder as is; a Hub repo id downloaded (weights, configs, tokenizer) with `snapshot_download`."""
     path = Path(source)
     if path.is_dir():
         return path
     if not REPO_ID.match(source):
-        raise ConversionError(f"SRC {source!r} is neither a folder nor a Hub repo id (owner/name)")
+        raise ConversionError(f"{what} {source!r} is neither a folder nor a Hub repo id (owner/name)")
     from huggingface_hub import snapshot_download
 
     patterns = SNAPSHOT_PATTERNS + ([f"*{suffix}" for suffix in PICKLE_SUFFIXES] if allow_pickle else [])
@@ -234,11 +253,14 @@ def fetch_source(source: str, allow_pickle: bool, revision: str | None = None) -
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError as error:
         raise ConversionError(f"{path} is missing: a checkpoint folder needs its config.json") from error
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConversionError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise ConversionError(f"{path} holds a JSON {type(data).__name__}; a config is a JSON object")
+    return data
 
 
 def weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
@@ -378,19 +400,28 @@ def vision_config_from(
         "hidden_size": patch.shape[0],
         "num_channels": patch.shape[1],
         "patch_size": patch.shape[-1],
-        "image_size": grid * patch.shape[-1],
         "intermediate_size": tensors["model.vision_tower.encoder.layers.0.mlp.fc1.weight"].shape[0],
     }
     for name, value in measured.items():
         check_equal(f"vision_config.{name}", nested.get(name), value)
     check_equal("mm_hidden_size", source.get("mm_hidden_size"), measured["hidden_size"])
+    published, why = published_tower(source, measured, grid)
     vision.update(measured)
+    # The grid shows image_size // patch_size only (so400m: 384 px, 27 x 27 patches of 14 px, 6 px unused).
+    vision["image_size"] = nested.get("image_size") or published.get("image_size") or grid * measured["patch_size"]
+    vision["num_attention_heads"] = vision_heads(nested, published, why, overrides, report)
     vision.update(overrides)
     vision.update(model_type="siglip_vision_model", vision_use_head=False)
-    if "num_attention_heads" not in nested and "num_attention_heads" not in overrides:
-        report.notes.append(
-            f"vision heads: {vision['num_attention_heads']} (SigLIP-so400m; the source config does not say; "
-            "override with --vision-config)"
+    if vision["image_size"] // vision["patch_size"] != grid:
+        raise ConversionError(
+            f"vision image_size={vision['image_size']} with patch_size={vision['patch_size']} gives a "
+            f"{vision['image_size'] // vision['patch_size']}-patch side, but the position embeddings hold {grid} x "
+            f"{grid}; fix it with --vision-config '{{\"image_size\": N}}'"
+        )
+    if vision["hidden_size"] % vision["num_attention_heads"]:
+        raise ConversionError(
+            f"vision num_attention_heads={vision['num_attention_heads']} does not divide the tower's width "
+            f"{vision['hidden_size']}; pass the right count with --vision-config '{{\"num_attention_heads\": N}}'"
         )
     layer = source.get("vision_feature_layer", -1)
     if not isinstance(layer, int):
@@ -408,6 +439,41 @@ def vision_config_from(
         raise ConversionError(f"vision_feature_layer={layer} selects no layer of the {stored_layers} stored")
     vision["num_hidden_layers"] = depth
     return vision
+
+
+def published_tower(source: dict, measured: dict, grid: int) -> tuple[dict, str]:
+    """(the published config of the tower `mm_vision_tower` names, "") when the stored tensors have its shapes;
+    otherwise ({}, why not)."""
+    named = str(source.get("mm_vision_tower") or "")
+    if not named:
+        return {}, "no vision_config"
+    known = KNOWN_VISION_TOWERS.get(named.rstrip("/").split("/")[-1])
+    if known is None:
+        return {}, f"mm_vision_tower={named!r} is not a tower whose config is known"
+    stored = {**measured, "patch grid": grid}
+    published = {**known, "patch grid": known["image_size"] // known["patch_size"]}
+    differ = {k: (stored[k], v) for k, v in published.items() if k in stored and stored[k] != v}
+    if differ:
+        return {}, f"mm_vision_tower={named!r}, but the tensors differ from it ({differ}: stored, published)"
+    return {**known, "name": named}, ""
+
+
+def vision_heads(nested: dict, published: dict, why: str, overrides: dict, report: ConversionReport) -> int:
+    """SigLIP's head count, which no tensor shape shows: `--vision-config`, else the source's `vision_config`, else
+    the published config of the tower the source names (`published_tower`); otherwise refused (a wrong count
+    converts silently and gives another model)."""
+    if "num_attention_heads" in overrides:
+        return int(overrides["num_attention_heads"])
+    if "num_attention_heads" in nested:
+        return int(nested["num_attention_heads"])
+    if published:
+        heads = published["num_attention_heads"]
+        report.notes.append(f"vision heads: {heads} (the published config of {published['name']})")
+        return heads
+    raise ConversionError(
+        f"the source config does not give the vision tower's num_attention_heads ({why}), and tensor shapes do not "
+        "show it; pass it with --vision-config '{\"num_attention_heads\": N}' (SigLIP-so400m: 16)"
+    )
 
 
 def grid_pinpoints(value, tile: int):
@@ -454,16 +520,30 @@ def hour_llava_fields(source: dict, tensors: dict[str, torch.Tensor], kind: str,
 # ---------------------------------------------------------------------------------------------------------------------
 # Tokenizer and processor
 # ---------------------------------------------------------------------------------------------------------------------
+def has_tokenizer(folder: Path) -> bool:
+    """Whether `folder` holds a tokenizer's vocabulary (not just a tokenizer_config.json)."""
+    return any((folder / name).is_file() for name in TOKENIZER_VOCABULARY_FILES) or any(folder.glob("*.tiktoken"))
+
+
 def load_tokenizer(folder: Path, source: dict, vocab_size: int, report: ConversionReport):
-    """The source's tokenizer, with `<image>` / `<video>` added as special tokens when it lacks them."""
+    """The source's tokenizer, with `<image>` / `<video>` added as special tokens when it lacks them. Refused: a
+    folder without a vocabulary, a tokenizer that encodes text to nothing, and one with more tokens than the
+    decoder has embedding rows (their ids would index past the embeddings)."""
     from transformers import AutoTokenizer
 
+    where = "pass --tokenizer with the folder or repo id of the tokenizer the checkpoint was trained with"
+    if not has_tokenizer(folder):
+        raise ConversionError(
+            f"{folder} holds no tokenizer (none of {', '.join(TOKENIZER_VOCABULARY_FILES)} or *.tiktoken); {where}"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:
+        raise ConversionError(f"no usable tokenizer in {folder} ({error}); {where}") from error
+    if not tokenizer(TOKENIZER_PROBE_TEXT, add_special_tokens=False)["input_ids"]:
         raise ConversionError(
-            f"no usable tokenizer in {folder} ({error}); pass --tokenizer with a folder or repo id that has one"
-        ) from error
+            f"the tokenizer in {folder} ({len(tokenizer)} tokens) encodes {TOKENIZER_PROBE_TEXT!r} to nothing; {where}"
+        )
     vocab = tokenizer.get_vocab()
     missing = [token for token in MEDIA_TOKENS if token not in vocab]
     if missing:
@@ -476,6 +556,12 @@ def load_tokenizer(folder: Path, source: dict, vocab_size: int, report: Conversi
                 f"{token} has id {token_id}, outside the decoder's {vocab_size} embedding rows: the embeddings would "
                 "need resizing, which a conversion does not do"
             )
+    if len(tokenizer) > vocab_size:
+        raise ConversionError(
+            f"the tokenizer has {len(tokenizer)} tokens but the decoder has {vocab_size} embedding rows: token ids "
+            f"{vocab_size}..{len(tokenizer) - 1} would index past the embeddings; use the checkpoint's own tokenizer "
+            "(--tokenizer), or resize the embeddings before converting"
+        )
     if source.get("tokenizer_model_max_length"):
         tokenizer.model_max_length = int(source["tokenizer_model_max_length"])
     return tokenizer, ids
@@ -705,6 +791,8 @@ def convert(
 ) -> ConversionReport:
     """Convert `source` into an Hour-LLaVA folder at `destination`; see the module docstring. Returns the report."""
     destination = Path(destination)
+    if vision_config is not None and not isinstance(vision_config, dict):
+        raise ConversionError(f"--vision-config must be a JSON object of SigLIP fields, got {vision_config!r}")
     if destination.exists() and any(destination.iterdir()) and not overwrite:
         raise ConversionError(f"{destination} exists and is not empty; pass --overwrite to replace it")
     folder = fetch_source(source, allow_pickle, revision)
@@ -720,7 +808,7 @@ def convert(
     vision = vision_config_from(source_config, tensors, vision_config or {}, report)
     tok_folder = Path(tokenizer) if tokenizer and Path(tokenizer).is_dir() else None
     if tokenizer and tok_folder is None:
-        tok_folder = fetch_source(tokenizer, allow_pickle=False)
+        tok_folder = fetch_source(tokenizer, allow_pickle=False, what="--tokenizer")
     vocab_size = tensors["model.language_model.embed_tokens.weight"].shape[0]  # (V, D)
     text["vocab_size"] = vocab_size
     hf_tokenizer, token_ids = load_tokenizer(tok_folder or folder, source_config, vocab_size, report)

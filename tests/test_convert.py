@@ -348,3 +348,123 @@ def test_media_tokens_are_added_to_a_tokenizer_that_lacks_them(tmp_path):
     assert any("added" in note for note in report.notes)
     with pytest.raises(ConversionError, match=r"<image> has id 5, outside the decoder's 5 embedding rows"):
         load_tokenizer(tmp_path, {}, len(words), report)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sources the converter must refuse rather than convert wrongly
+# ---------------------------------------------------------------------------------------------------------------------
+def word_tokenizer(folder, words: list[str]):
+    """A word-level fast tokenizer with exactly `words` (ids in order), saved to `folder`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=words[0]))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>")
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def test_a_source_without_a_tokenizer_needs_the_flag(tmp_path, tokenizer):
+    """The issue's case: with `model_type: qwen2` and no tokenizer files, transformers builds an empty tokenizer
+    (3 tokens, `encode("What colour?") == []`); the converter refuses and names --tokenizer, then converts with it."""
+    model = tiny_model(**token_settings(tokenizer))
+    config = {**official_config(model, tied=False), "model_type": "qwen2"}
+    write_source(tmp_path / "src", official_state_dict(model, tied=False), config, None)
+    with pytest.raises(ConversionError, match=r"holds no tokenizer .*pass --tokenizer"):
+        convert(str(tmp_path / "src"), tmp_path / "out", vision_config=TINY_VISION_HEADS)
+    assert not (tmp_path / "out").exists()
+    tokenizer.save_pretrained(tmp_path / "tok")
+    convert(str(tmp_path / "src"), tmp_path / "out", vision_config=TINY_VISION_HEADS, tokenizer=str(tmp_path / "tok"))
+    converted = HourLlavaProcessor.from_pretrained(tmp_path / "out").tokenizer
+    assert converted.encode("What colour?") == tokenizer.encode("What colour?") != []
+    assert len(converted) == len(tokenizer)
+
+
+def test_a_tokenizer_with_a_folder_without_one_is_refused_by_name(tmp_path, tokenizer):
+    """Own case: --tokenizer pointing at a folder that holds only a tokenizer_config.json."""
+    model = tiny_model(**token_settings(tokenizer))
+    write_source(tmp_path / "src", official_state_dict(model, False), official_config(model, False), None)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(ConversionError, match=rf"{tmp_path / 't'} holds no tokenizer"):
+        convert(str(tmp_path / "src"), tmp_path / "out", vision_config=TINY_VISION_HEADS, tokenizer=str(tmp_path / "t"))
+    with pytest.raises(ConversionError, match=r"--tokenizer '.*/nowhere' is neither a folder nor a Hub repo id"):
+        convert(str(tmp_path / "src"), tmp_path / "out", vision_config=TINY_VISION_HEADS, tokenizer="./nowhere")
+
+
+def test_a_tokenizer_larger_than_the_embeddings_is_refused(tmp_path, capsys):
+    """261 tokens for 256 embedding rows: ids 256..260 would index past the embeddings (an IndexError in forward
+    after converting); refused with the counts."""
+    words = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"] + [f"w{i}" for i in range(256)]
+    folder = tmp_path / "src"
+    folder.mkdir()
+    word_tokenizer(folder, words)
+    model = tiny_model(image_token_index=3, video_token_index=4, text={"vocab_size": 256})
+    config = {**official_config(model, tied=False), "vocab_size": 256}
+    save_file(official_state_dict(model, tied=False), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(config))
+    code = main([str(folder), str(tmp_path / "out"), "--vision-config", json.dumps(TINY_VISION_HEADS)])
+    error = capsys.readouterr().err
+    assert code == 1 and "the tokenizer has 261 tokens but the decoder has 256 embedding rows" in error
+    assert "256..260" in error and not (tmp_path / "out").exists()
+
+
+def test_the_vision_head_count_is_never_guessed(tmp_path, tokenizer):
+    """No tensor shows SigLIP's head count: a source config without it (and whose named tower does not match the
+    tensors) is refused naming --vision-config; a `vision_config` with it converts without the flag; a count that
+    does not divide the width is refused (own case)."""
+    model = tiny_model(**token_settings(tokenizer))
+    state, config = official_state_dict(model, tied=False), official_config(model, tied=False)
+    write_source(tmp_path / "named", state, config, tokenizer)
+    with pytest.raises(ConversionError, match=r"num_attention_heads .*differ.*--vision-config") as error:
+        convert(str(tmp_path / "named"), tmp_path / "out")
+    assert "siglip-so400m-patch14-384" in str(error.value)
+    unnamed = {k: v for k, v in config.items() if k != "mm_vision_tower"}
+    write_source(tmp_path / "unnamed", state, unnamed, tokenizer)
+    with pytest.raises(ConversionError, match=r"\(no vision_config\).*--vision-config"):
+        convert(str(tmp_path / "unnamed"), tmp_path / "out")
+    with pytest.raises(ConversionError, match=r"num_attention_heads=5 does not divide the tower's width 32"):
+        convert(str(tmp_path / "unnamed"), tmp_path / "out", vision_config={"num_attention_heads": 5})
+    assert not (tmp_path / "out").exists()
+    nested = {**config, "vision_config": {"num_attention_heads": 2, "hidden_size": 32}}
+    write_source(tmp_path / "nested", state, nested, tokenizer)
+    convert(str(tmp_path / "nested"), tmp_path / "out")
+    assert (
+        HourLlavaForConditionalGeneration.from_pretrained(tmp_path / "out").config.vision_config.num_attention_heads
+        == 2
+    )
+
+
+def test_the_named_so400m_tower_gives_its_published_head_count():
+    """The reference's configs name `google/siglip-so400m-patch14-384` and carry no vision_config: with tensors of
+    that tower's shapes (on the meta device here) its published 16 heads are used, and the report says so."""
+    from modeling_hour_llava.convert import ConversionReport, vision_config_from
+
+    tower = "model.vision_tower."
+    tensors = {
+        f"{tower}embeddings.patch_embedding.weight": torch.empty(1152, 3, 14, 14, device="meta"),
+        f"{tower}embeddings.position_embedding.weight": torch.empty(729, 1152, device="meta"),
+        f"{tower}encoder.layers.0.mlp.fc1.weight": torch.empty(4304, 1152, device="meta"),
+    }
+    report = ConversionReport(source="src", kind="official", layout="lmms")
+    source = {"mm_vision_tower": "google/siglip-so400m-patch14-384", "mm_hidden_size": 1152}
+    vision = vision_config_from(source, tensors, {}, report)
+    assert vision["num_attention_heads"] == 16 and vision["image_size"] == 384
+    assert any("16 (the published config of google/siglip-so400m-patch14-384)" in note for note in report.notes)
+    # llava-hf configs state 384 px; the 27 x 27 position grid only shows 384 // 14. An image size that does not
+    # give the stored grid is refused.
+    nested = {"vision_config": {"image_size": 384, "num_attention_heads": 16, "hidden_size": 1152}}
+    assert vision_config_from(nested, tensors, {}, report)["image_size"] == 384
+    with pytest.raises(ConversionError, match=r"image_size=420 .* gives a 30-patch side, but .* hold 27 x 27"):
+        vision_config_from(source, tensors, {"image_size": 420}, report)
+
+
+def test_a_config_that_is_not_an_object_and_a_vision_config_that_is_not_one(tmp_path, capsys):
+    """Own case: no raw AttributeError from a config.json holding a list, or from --vision-config '[16]'."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_text("[1, 2]")
+    assert main([str(tmp_path / "src"), str(tmp_path / "out")]) == 1
+    assert "config.json holds a JSON list; a config is a JSON object" in capsys.readouterr().err
+    assert main([str(tmp_path / "src"), str(tmp_path / "out"), "--vision-config", "[16]"]) == 1
+    assert "--vision-config must be a JSON object" in capsys.readouterr().err

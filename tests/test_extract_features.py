@@ -39,7 +39,7 @@ from dataset_builder.extract_features import (
     parse_args,
 )
 from dataset_builder.synthetic_videomarathon import SyntheticSpec, write_synthetic_videomarathon
-from modeling_hour_llava.features_hour_llava import load_feature_file
+from modeling_hour_llava.features_hour_llava import load_feature_file, read_feature_header
 from modeling_hour_llava.video_processing_hour_llava import HourLlavaVideoProcessor
 
 from conftest import tiny_model
@@ -286,3 +286,196 @@ def test_training_rows_read_the_cache_instead_of_the_videos(workspace, baseline,
     assert "pixel_values_videos" not in batch
     assert batch["video_num_frames"].tolist() == [SPEC.min_duration] * 2  # min(128 stored, 60 s)
     assert batch["video_features"].shape == (2 * SPEC.min_duration, 64, 32)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Wrong input: file names, paths out of the root, damaged files, non-finite features
+# -----------------------------------------------------------------------------------------------------------------
+SHORT = ["--min-frames", "4"]  # the short videos below give their 20 frames; a fingerprint of their own
+
+
+@pytest.fixture(scope="module")
+def odd_root(tmp_path_factory):
+    """A video root with a name that is not UTF-8, one with spaces and accents, a symlink to a video inside the root
+    and one to a video outside it."""
+    from dataset_builder.synthetic_video import write_video
+
+    base = tmp_path_factory.mktemp("odd")
+    root = base / "videos"
+    (root / "sub").mkdir(parents=True)
+    plain = write_video(root / "plain.mp4", 20, fps=4, width=32, height=32)
+    Path(os.fsdecode(os.fsencode(root) + b"/caf\xe9.mp4")).write_bytes(Path(plain).read_bytes())
+    shutil.copyfile(plain, root / "sub" / "é clip 1.mp4")
+    outside = write_video(base / "outside.mp4", 12, fps=4, width=32, height=32)
+    os.symlink(outside, root / "link_out.mp4")
+    os.symlink(root / "plain.mp4", root / "link_in.mp4")
+    return base, root, outside
+
+
+def odd_run(workspace, root: Path, output: Path, *extra: str) -> dict:
+    model_root, _ = workspace
+    args = ["--model", str(model_root / "model"), "--video-root", str(root), "--output-dir", str(output),
+            "--threads", "1", *SHORT, *extra]  # fmt: skip
+    return extract(parse_args(args))
+
+
+def test_any_file_name_and_a_missing_output_folder(workspace, odd_root, one_thread):
+    """A name that is not UTF-8 no longer aborts the run; --output-dir is created, however deep; symlinks inside
+    the root are followed, the one out of it is refused and counted."""
+    base, root, _ = odd_root
+    output = base / "not" / "yet" / "there"
+    report = odd_run(workspace, root, output)
+    assert report["counts"] == {"computed": 4, "path_escapes_root": 1}
+    assert [entry["video"] for entry in report["refused"]] == ["link_out.mp4"]
+    assert "escapes its root" in report["refused"][0]["detail"]
+    name = Path(os.fsdecode(os.fsencode(output) + b"/caf\xe9.safetensors"))
+    assert read_feature_header(name)[0]["__metadata__"]["source_video"] == "caf\\xe9.mp4"
+    assert load_feature_file(name)[0].shape == (5, 64, 32)  # 5 s at 1 fps
+    assert (output / "sub" / "é clip 1.safetensors").exists() and (output / "link_in.safetensors").exists()
+    json.loads((output / REPORT_NAME).read_text())  # valid JSON despite the odd name
+    assert odd_run(workspace, root, output)["counts"] == {"skipped_existing": 4, "path_escapes_root": 1}
+
+
+def test_video_list_entries_may_not_leave_the_root(workspace, odd_root, tmp_path, one_thread):
+    """`../`, absolute paths, symlinks out, NUL bytes and empty-looking names in --video-list are refused and
+    counted; nothing is read from outside the root and nothing is written outside --output-dir."""
+    base, root, outside = odd_root
+    listing = tmp_path / "list.txt"
+    entries = [b"plain.mp4", b"../outside.mp4", os.fsencode(outside), b"link_out.mp4", b"sub/../plain.mp4",
+               b"caf\xe9.mp4", b"bad\x00name.mp4", b"./sub/../../videos/plain.mp4"]  # fmt: skip
+    listing.write_bytes(b"\n".join(entries) + b"\n")
+    output = tmp_path / "out"
+    report = odd_run(workspace, root, output, "--video-list", str(listing))
+    assert report["counts"] == {"computed": 2, "path_escapes_root": 4, "invalid_path": 1}  # sub/../plain is plain
+    refused = {entry["video"]: entry["reason"] for entry in report["refused"]}
+    assert refused == {
+        "../outside.mp4": "path_escapes_root",
+        str(outside): "path_escapes_root",
+        "link_out.mp4": "path_escapes_root",
+        "./sub/../../videos/plain.mp4": "path_escapes_root",
+        "bad\x00name.mp4": "invalid_path",
+    }
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.safetensors"))
+    assert [str(p) for p in written] == ["out/caf\udce9.safetensors", "out/plain.safetensors"]
+    assert not list(base.glob("*.safetensors")) and not list(base.parent.glob("*.safetensors"))
+
+
+def flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    data[-7] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def overwrite_tensor(path: Path, value: float) -> None:
+    """Rewrite the tensor's bytes in place (same size, header untouched): zeros or NaN."""
+    with safe_open(path, "pt") as handle:
+        tensor = handle.get_tensor("features")
+    data = torch.full_like(tensor, value).view(torch.uint8).reshape(-1).numpy().tobytes()
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) - len(data)] + data)
+
+
+CORRUPTIONS = {
+    "flipped bytes": (flip_bytes, "checksum mismatch"),
+    "zeroed data": (lambda path: overwrite_tensor(path, 0.0), "checksum mismatch"),
+    "NaN data": (lambda path: overwrite_tensor(path, float("nan")), "checksum mismatch"),
+    "another video's file": (
+        lambda path: shutil.copyfile(path.parent / "video_0007.safetensors", path),
+        "holds the features of 'synthetic/video_0007.mp4'",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_a_file_damaged_without_changing_its_size_is_recomputed(workspace, baseline, tmp_path, one_thread, kind):
+    """The header alone looks right; the content checksum (or the recorded video) says otherwise. The recomputed
+    file is byte-identical to the first run's."""
+    root, data = workspace
+    output = copy_of(baseline, tmp_path)
+    path = output / "synthetic" / "video_0004.safetensors"
+    original = path.read_bytes()
+    damage, words = CORRUPTIONS[kind]
+    damage(path)
+    assert path.stat().st_size == len(original) and path.read_bytes() != original
+    extractor = Extractor(parse_args(arguments(root, data, output)))
+    state, detail = feature_file_state(str(path), extractor.fingerprint, 64, 32, video="synthetic/video_0004.mp4")
+    assert state == INVALID and words in detail
+    report = run(root, data, output, "--video-changes", "ignore")  # the content check works without the stamps
+    assert report["counts"] == {"skipped_existing": SPEC.num_videos - 1, "computed": 1, "recompute_invalid": 1,
+                                "failed": 1}  # fmt: skip
+    assert path.read_bytes() == original
+    for other in (output / "synthetic").glob("*.safetensors"):
+        assert other.read_bytes() == (baseline[0] / "synthetic" / other.name).read_bytes()
+
+
+def test_readers_verify_the_checksum_and_refuse_non_finite_data(tmp_path):
+    """`load_feature_file`: a changed tensor fails its checksum, NaN data is refused even in an old file without a
+    checksum (written by safetensors directly), and such old files still read."""
+    from safetensors.torch import save_file
+
+    from modeling_hour_llava import VideoDecodeError
+    from modeling_hour_llava.features_hour_llava import FEATURE_FILE_FORMAT, save_feature_file
+
+    features = torch.randn(3, 4, 5)
+    path = tmp_path / "new.safetensors"
+    save_feature_file(path, features, 3.0)
+    assert torch.equal(load_feature_file(path)[0], features)
+    overwrite_tensor(path, 0.0)
+    with pytest.raises(VideoDecodeError, match="content checksum mismatch") as error:
+        load_feature_file(path)
+    assert error.value.path == str(path)
+    old = tmp_path / "old.safetensors"
+    save_file({"features": features}, str(old), metadata={"format": FEATURE_FILE_FORMAT, "duration": "3.0"})
+    assert torch.equal(load_feature_file(old)[0], features)
+    features[1, 2, 3] = float("nan")
+    save_file({"features": features}, str(old), metadata={"format": FEATURE_FILE_FORMAT, "duration": "3.0"})
+    with pytest.raises(VideoDecodeError, match="NaN or infinite") as error:
+        load_feature_file(old)
+    assert str(old) in str(error.value)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        save_feature_file(tmp_path / "never.safetensors", features, 3.0)
+    assert not (tmp_path / "never.safetensors").exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_identical_inputs_give_byte_identical_files(tmp_path):
+    """The same features and metadata give the same bytes, whatever order the metadata come in: the header's keys
+    are sorted (safetensors' writer orders them by a hash seeded anew for every call)."""
+    from modeling_hour_llava.features_hour_llava import save_feature_file
+
+    features = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3) / 7
+    metadata = {f"key_{index}": str(index) for index in range(12)}
+    written = set()
+    for attempt in range(4):
+        keys = sorted(metadata, key=lambda key: hash((attempt, key)))
+        save_feature_file(tmp_path / "f.safetensors", features, 2.0, **{key: metadata[key] for key in keys})
+        written.add((tmp_path / "f.safetensors").read_bytes())
+    assert len(written) == 1
+
+
+def test_non_finite_features_are_never_written(workspace, tmp_path, one_thread):
+    """A tower that gives NaN (here: a NaN weight) fails each video with that reason; no file is written."""
+    root, data = workspace
+    model = tiny_model(seed=0)
+    with torch.no_grad():
+        next(model.model.vision_tower.parameters()).view(-1)[0] = float("nan")
+    model.save_pretrained(tmp_path / "nan_model")
+    listing = tmp_path / "list.txt"
+    listing.write_text("synthetic/video_0001.mp4\n")
+    output = tmp_path / "out"
+    args = ["--model", str(tmp_path / "nan_model"), "--video-root", data.video_root, "--output-dir", str(output),
+            "--threads", "1", "--video-list", str(listing)]  # fmt: skip
+    report = extract(parse_args(args))
+    assert report["counts"] == {"failed": 1}
+    assert "NaN or infinite features" in report["failures"][0]["reason"]
+    assert not list(output.rglob("*.safetensors"))
+
+
+def test_a_missing_video_root_is_one_clear_error(workspace, tmp_path, capsys):
+    """Own case: a --video-root that does not exist stops before loading anything, with the path in the message."""
+    from dataset_builder.extract_features import main
+
+    root, _ = workspace
+    missing = tmp_path / "no_videos"
+    code = main(["--model", str(root / "model"), "--video-root", str(missing), "--output-dir", str(tmp_path / "o")])
+    assert code == 2 and f"--video-root {str(missing)!r} is not a folder" in capsys.readouterr().err
