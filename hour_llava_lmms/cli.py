@@ -54,7 +54,7 @@ def parse_pairs(values: list[str], flag: str, known: dict[str, Benchmark]) -> di
     for value in values or []:
         name, sep, rest = value.partition("=")
         if not sep or not rest:
-            raise SystemExit(f"{flag} {value!r}: expected BENCHMARK=VALUE")
+            raise ValueError(f"{flag} {value!r}: expected BENCHMARK=VALUE")
         benchmark(name, known)
         pairs[name] = rest
     return pairs
@@ -250,10 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         known = known_benchmarks(args.tasks_dir)
         benches = [benchmark(name.strip(), known) for name in args.benchmarks.split(",") if name.strip()]
         comparison_models(args.paper_model, paper_numbers()["models"])
+        data, videos = parse_pairs(args.data, "--data", known), parse_pairs(args.videos, "--videos", known)
     except (OSError, ValueError) as error:
         print(f"evaluate.py: {error}", file=sys.stderr)
         return 2
-    data, videos = parse_pairs(args.data, "--data", known), parse_pairs(args.videos, "--videos", known)
     out = os.path.abspath(args.output)
     os.makedirs(out, exist_ok=True)
     start = time.time()
