@@ -45,7 +45,7 @@ from modeling_hour_llava.video_loading_hour_llava import VideoDecodeError
 from .answers import format_answer, truncate_at_stop
 from .journal import OK, SKIPPED, STATS, AnswerJournal, request_key
 from .memory_cache import EncodedVideo, VideoMemoryCache, fingerprint
-from .ranks import distributed_ready, gather_answers, process_rank_and_count, share_work
+from .ranks import distributed_ready, gather_answers, process_rank_and_count, response_cache_requested, share_work
 from .tasks import VideoPathOutsideRoot
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -177,6 +177,12 @@ class HourLlava(lmms):
         )
         self.journal = AnswerJournal(journal_dir, self._rank)
         self.skipped: list[dict] = []
+        self.share_videos = self._world_size > 1 and not response_cache_requested()
+        if self._world_size > 1 and not self.share_videos:
+            eval_logger.warning(
+                "hour_llava: lmms-eval's --use_cache with several processes: the ranks do not share videos (a video "
+                "is encoded once per rank that has a question about it); use journal_dir to resume instead"
+            )
         if self._world_size > 1 and self.accelerator.num_processes == 1:
             eval_logger.warning(
                 f"hour_llava: WORLD_SIZE={self._world_size} but accelerate runs a single process (no process group); "
@@ -416,7 +422,7 @@ class HourLlava(lmms):
             else:
                 pending.append(q)
         start, before = time.perf_counter(), self.memories.stats.as_dict()
-        if distributed_ready(self._world_size):
+        if self.share_videos and distributed_ready(self._world_size):
             answers |= {slot: a for slot, a in self._answer_across_ranks(pending).items() if slot[0] == self._rank}
         else:
             self._answer(pending, answers)

@@ -8,14 +8,17 @@ order. Two `all_gather_object` calls per `generate_until`, on the process group 
 NCCL on GPU).
 
 Every rank must call `generate_until` the same number of times. lmms-eval does (once per request type, even with no
-requests), except with `--use_cache`, which calls the model only for requests missing from its response cache:
-with several processes, resume through the model's `journal_dir` instead (evaluate.py does).
+requests), except with `--use_cache`, which calls the model only for requests missing from its response cache, so
+one rank could wait for the others forever. With `--use_cache` on the command line the ranks therefore do not
+share: each answers its own documents and a video asked about on k ranks is encoded k times (up to N). Resume
+several processes through the model's `journal_dir` instead (evaluate.py does).
 """
 
 from __future__ import annotations
 
 import heapq
 import os
+import sys
 from collections.abc import Callable, Hashable, Sequence
 
 
@@ -31,6 +34,12 @@ def distributed_ready(world_size: int) -> bool:
     import torch.distributed as dist
 
     return world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
+def response_cache_requested(argv: list[str] | None = None) -> bool:
+    """lmms-eval was started with `--use_cache` (its response cache may skip the model on some ranks only)."""
+    argv = sys.argv if argv is None else argv
+    return any(arg == "--use_cache" or arg.startswith("--use_cache=") for arg in argv)
 
 
 def assign_groups(sizes: Sequence[int], world_size: int) -> list[int]:

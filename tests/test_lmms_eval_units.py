@@ -9,7 +9,7 @@ import pytest
 from hour_llava_lmms import cli
 from hour_llava_lmms.benchmarks import BENCHMARKS, load_benchmarks
 from hour_llava_lmms.data_sources import dataset_config, resolve_source, source_from_env
-from hour_llava_lmms.ranks import assign_groups
+from hour_llava_lmms.ranks import assign_groups, response_cache_requested
 from hour_llava_lmms.tasks import VideoPathOutsideRoot, video_file
 from hour_llava_testing.tiny_benchmarks import write_benchmark_copy
 
@@ -59,6 +59,13 @@ def test_whole_videos_go_to_the_least_loaded_rank_largest_first():
     assert assign_groups([15, 3, 3, 15, 1], 2) == [0, 0, 1, 1, 0]  # loads 19 and 18; ties go to the lower rank
     assert assign_groups([2, 2, 2], 1) == [0, 0, 0]
     assert sorted(assign_groups([1] * 5, 3)) == [0, 0, 1, 1, 2]
+
+
+def test_ranks_do_not_share_videos_under_lmms_evals_response_cache():
+    """--use_cache calls the model only for uncached requests, maybe on one rank only: an exchange would hang."""
+    assert response_cache_requested(["lmms-eval", "--model", "hour_llava", "--use_cache", "cache"])
+    assert response_cache_requested(["lmms-eval", "--use_cache=cache"])
+    assert not response_cache_requested(["lmms-eval", "--model_args", "journal_dir=j"])
 
 
 def test_benchmark_definition_files(tmp_path):
