@@ -1,7 +1,9 @@
 """Hour-LLaVA for lmms-eval: the model (`hour_llava`, chat and simple classes) and task configs.
 
-    lmms-eval --model hour_llava --model_args pretrained=<checkpoint> \\
-        --include_path hour_llava_lmms/tasks --tasks hour_llava_videomme,hour_llava_lvbench
+    HOUR_LLAVA_VIDEOMME_DATA=/data/videomme lmms-eval --model hour_llava --model_args pretrained=<checkpoint> \\
+        --batch_size 4 --include_path hour_llava_lmms/tasks --tasks hour_llava_videomme
+
+(`HOUR_LLAVA_<BENCHMARK>_DATA`: a local copy, read offline; unset: the Hub dataset. See docs/evaluation.md.)
 
 The model is registered through the `lmms_eval.models` entry point (pyproject.toml), which lmms-eval 0.7 reads at
 startup; `--force_simple` picks the simple class. Nothing here is imported by `modeling_hour_llava`.

@@ -1,9 +1,5 @@
-"""What evaluate.py does, as functions: task configs for the chosen data, the lmms-eval command, and the summary.
-
-Data for a benchmark is a local folder (lmms-eval's own layout of that benchmark: annotation files plus the video
-folder, see `Benchmark.video_subdir`), a single annotation file, or a Hub dataset id. For each benchmark a task
-yaml is written to `<output>/tasks/` that includes our task config and points it at the data; videos are found
-through `HOUR_LLAVA_<BENCHMARK>_VIDEOS`, set for the lmms-eval process.
+"""What evaluate.py reports: each benchmark's lmms-eval results and sample log, the journal, and the paper's Table 2,
+turned into `summary.json` / `summary.md` and a plot of accuracy against video length.
 """
 
 from __future__ import annotations
@@ -14,88 +10,13 @@ import math
 import os
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
 
-import yaml
-
-from .benchmarks import PAPER_BENCHMARKS, Benchmark, paper_numbers
-from .journal import OK, read_entries
+from .benchmarks import Benchmark
+from .journal import OK, SKIPPED, STATS, read_entries
+from .paper import GROUP_COLUMNS, compare, comparison_models, paper_numbers
 
 LENGTH_BUCKETS = ((60, "<1 min"), (180, "1-3 min"), (600, "3-10 min"), (1800, "10-30 min"), (3600, "30-60 min"))
 LONGEST_BUCKET = ">60 min"
-BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
-
-
-@dataclass
-class DataSource:
-    """Where one benchmark's annotations and videos are."""
-
-    dataset_path: str
-    data_files: list[str] | None
-    video_root: str | None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data and task configs
-# ---------------------------------------------------------------------------------------------------------------
-def annotation_files(bench: Benchmark, folder: str) -> list[str]:
-    """The annotation files of a local copy: the first of the benchmark's patterns that matches anything."""
-    for pattern in bench.annotation_patterns:
-        found = sorted(
-            path
-            for path in glob.glob(os.path.join(folder, pattern), recursive=True)
-            if os.path.isfile(path) and os.path.splitext(path)[1] in BUILDERS
-        )
-        if found:
-            return found
-    raise FileNotFoundError(
-        f"{bench.name}: no annotation file in {folder} (looked for {', '.join(bench.annotation_patterns)}); "
-        f"pass the file itself as --data {bench.name}=FILE"
-    )
-
-
-def resolve_source(bench: Benchmark, data: str | None, videos: str | None) -> DataSource:
-    """A folder, a file or a Hub id (default: the benchmark's Hub dataset) -> DataSource."""
-    if data is None or (not os.path.exists(data) and data.count("/") == 1 and not data.startswith((".", "/"))):
-        return DataSource(data or bench.hub_id, None, videos)
-    if not os.path.exists(data):
-        raise FileNotFoundError(f"--data {bench.name}={data}: no such file or folder (nor a Hub id owner/name)")
-    data = os.path.abspath(data)
-    folder = data if os.path.isdir(data) else os.path.dirname(data)
-    files = annotation_files(bench, data) if os.path.isdir(data) else [data]
-    kinds = {BUILDERS.get(os.path.splitext(path)[1]) for path in files}
-    if len(kinds) != 1 or None in kinds:
-        raise ValueError(f"{bench.name}: annotation files {files} mix formats or are not parquet/json/csv/arrow")
-    root = os.path.abspath(videos) if videos else os.path.join(folder, bench.video_subdir)
-    return DataSource(kinds.pop(), files, root)
-
-
-def task_config(bench: Benchmark, source: DataSource) -> dict:
-    """A task yaml (as a dict) that includes our config for the benchmark and points it at the data."""
-    config: dict = {"include": bench.yaml_path, "task": bench.task}
-    if source.data_files is not None:
-        config |= {
-            "dataset_path": source.dataset_path,
-            "dataset_name": None,
-            "dataset_kwargs": {"data_files": {bench.split: source.data_files}},
-        }
-    elif source.dataset_path != bench.hub_id:
-        config |= {"dataset_path": source.dataset_path, "dataset_kwargs": {"token": True}}
-    return config
-
-
-def write_task_configs(sources: dict[Benchmark, DataSource], tasks_dir: str) -> dict[str, str]:
-    """One yaml per benchmark in `tasks_dir` (nothing else there, so no stale task is indexed); returns the video
-    environment variables the lmms-eval process needs."""
-    os.makedirs(tasks_dir, exist_ok=True)
-    for stale in glob.glob(os.path.join(tasks_dir, "*.yaml")):
-        os.remove(stale)
-    env = {}
-    for bench, source in sources.items():
-        write_atomically(os.path.join(tasks_dir, f"{bench.task}.yaml"), yaml.safe_dump(task_config(bench, source)))
-        if source.video_root:
-            env[bench.video_env] = source.video_root
-    return env
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -135,11 +56,18 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 def journal_index(journal_dir: str | None) -> dict[tuple[str, int], dict]:
-    """(task, doc_id) -> the latest journal entry for that request."""
+    """(task, doc_id) -> the latest answer or skip entry for that request."""
     index = {}
     for entry in read_entries(journal_dir) if journal_dir and os.path.isdir(journal_dir) else []:
-        index[(entry["task"], int(entry["doc_id"]))] = entry
+        if entry.get("status") in (OK, SKIPPED):
+            index[(entry["task"], int(entry["doc_id"]))] = entry
     return index
+
+
+def journal_stats(journal_dir: str | None, since: float) -> list[dict]:
+    """The per-rank stats lines (requests, journal hits, skips, vision-tower runs) written after `since`."""
+    entries = read_entries(journal_dir) if journal_dir and os.path.isdir(journal_dir) else []
+    return [e for e in entries if e.get("status") == STATS and e.get("time", 0) >= since]
 
 
 def length_bucket(seconds: float | None) -> str | None:
@@ -152,26 +80,31 @@ def _mean(values: list[float]) -> float | None:
     return 100.0 * sum(values) / len(values) if values else None
 
 
-def _buckets(rows: list[tuple[float, str | None, float | None]], by_length: bool) -> dict:
-    """{label: {"accuracy", "n", "mean_seconds"}} by the benchmark's own group or by video length."""
-    groups: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
-    for correct, group, seconds in rows:
+def _buckets(rows: list[tuple[float, str | None, float | None, bool]], by_length: bool) -> dict:
+    """{label: {"accuracy", "n", "skipped", "mean_seconds"}} by the benchmark's own group or by video length;
+    skipped questions count (as wrong) in their bucket."""
+    groups: dict[str, list[tuple[float, float | None, bool]]] = defaultdict(list)
+    for correct, group, seconds, skipped in rows:
         label = length_bucket(seconds) if by_length else group
         if label is not None:
-            groups[label].append((correct, seconds))
+            groups[label].append((correct, seconds, skipped))
     out = {}
     for label, items in groups.items():
-        lengths = [s for _, s in items if s is not None]
+        lengths = [s for _, s, _ in items if s is not None]
         out[label] = {
-            "accuracy": _mean([c for c, _ in items]),
+            "accuracy": _mean([c for c, _, _ in items]),
             "n": len(items),
+            "skipped": sum(skipped for _, _, skipped in items),
             "mean_seconds": statistics.fmean(lengths) if lengths else None,
         }
     return out
 
 
 def summarize_benchmark(bench: Benchmark, results: dict, samples_path: str | None, journal: dict) -> dict:
-    """Accuracy (percent) from lmms-eval's results, recomputed from the samples, skipped count and buckets."""
+    """Accuracy (percent) from lmms-eval's results, recomputed from the samples, skipped count and buckets.
+
+    `lengths` buckets questions by the decoded length of their video; questions whose video was never read (skipped)
+    have no length and are counted in `lengths_unknown` instead."""
     metrics = results.get("results", {}).get(bench.task, {})
     value = metrics.get(f"{bench.metric},none")
     summary = {
@@ -183,37 +116,54 @@ def summarize_benchmark(bench: Benchmark, results: dict, samples_path: str | Non
     }
     if not samples_path:
         return summary
-    rows, skipped = [], 0
+    rows = []
     for sample in read_jsonl(samples_path):
         correct, group = bench.sample_correct(sample)
         entry = journal.get((bench.task, int(sample["doc_id"])), {})
-        skipped += entry.get("status") not in (None, OK)
         durations = entry.get("durations") or []
-        rows.append((correct, group, sum(durations) if durations else None))
+        rows.append((correct, group, sum(durations) if durations else None, entry.get("status") == SKIPPED))
+    unknown = [row for row in rows if row[2] is None]
     summary |= {
         "n": len(rows),
-        "skipped": skipped,
-        "accuracy_from_samples": _mean([c for c, _, _ in rows]),
+        "skipped": sum(row[3] for row in rows),
+        "accuracy_from_samples": _mean([row[0] for row in rows]),
         "groups": _buckets(rows, by_length=False),
         "lengths": _buckets(rows, by_length=True),
+        "lengths_unknown": {"n": len(unknown), "skipped": sum(row[3] for row in unknown)},
     }
     return summary
 
 
-def summarize(benches: list[Benchmark], results: dict, samples: dict, journal_dir: str | None, model: str) -> dict:
-    """The whole summary: per benchmark, next to the paper's Table 2 numbers for `model`."""
+def summarize(benches: list[Benchmark], runs: dict[str, dict], journal_dir: str | None, paper_model: str) -> dict:
+    """The whole summary: per benchmark (its run's status and error, accuracy, buckets, skips, per-rank stats), each
+    score next to the paper's Table 2 for `paper_model` and the baselines, with the difference.
+
+    runs: {benchmark name: {"status": "ok" | "failed", "error": str | None, "results": dict, "samples": path | None,
+    "started": time, "seconds": float, "returncode": int | None}}."""
     journal = journal_index(journal_dir)
     paper = paper_numbers()
-    reference = paper["models"].get(model, {})
-    out = {"paper_model": model, "paper_status": paper.get("status"), "benchmarks": {}}
+    models = comparison_models(paper_model, paper["models"])
+    out = {"paper_model": paper_model, "paper_models": models, "paper_source": paper["source"], "benchmarks": {}}
     for bench in benches:
-        entry = summarize_benchmark(bench, results, samples.get(bench.task), journal)
-        entry["paper"] = reference.get(bench.name) if bench.name in PAPER_BENCHMARKS else None
+        run = runs[bench.name]
+        entry = summarize_benchmark(bench, run.get("results") or {}, run.get("samples"), journal)
+        if entry["accuracy"] is None and run["status"] == "ok":
+            run |= {"status": "failed", "error": run.get("error") or f"no {bench.metric} in lmms-eval's results"}
+        entry |= {k: run.get(k) for k in ("status", "error", "returncode", "seconds")}
+        entry["ranks"] = journal_stats(journal_dir, run["started"]) if run.get("started") else []
+        in_paper = bench.name in paper["columns"]
+        entry["paper"] = paper["models"][paper_model].get(bench.name) if in_paper else None
         entry["paper_seconds"] = bench.paper_seconds
         if entry["accuracy"] is not None and entry["paper"] is not None:
             entry["delta"] = entry["accuracy"] - entry["paper"]
+        entry["compared"] = compare(entry["accuracy"], bench.name, paper["models"], models) if in_paper else {}
+        for group, bucket in (entry.get("groups") or {}).items():
+            column = GROUP_COLUMNS.get((bench.name, group))
+            if column:
+                bucket["compared"] = compare(bucket["accuracy"], column, paper["models"], models)
         out["benchmarks"][bench.name] = entry
     out["skipped_total"] = sum(b["skipped"] for b in out["benchmarks"].values())
+    out["failed"] = {name: b["error"] for name, b in out["benchmarks"].items() if b["status"] != "ok"}
     return out
 
 
@@ -221,32 +171,59 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _versus(compared: dict, models: list[str]) -> list[str]:
+    """ "63.6 (-1.2)" per model: the paper's score and ours minus it."""
+    cells = []
+    for model in models:
+        item = compared.get(model) or {}
+        if item.get("paper") is None:
+            cells.append("-")
+        else:
+            delta = item.get("delta")
+            cells.append(f"{item['paper']:.1f} ({'n/a' if delta is None else f'{delta:+.1f}'})")
+    return cells
+
+
 def markdown(summary: dict) -> str:
-    """The summary as markdown: one row per benchmark, then one per bucket."""
+    """The summary as markdown: one row per benchmark (and per Video-MME duration the paper reports) with the paper's
+    numbers and our difference, then the failures, then one row per bucket."""
+    models = summary["paper_models"]
     lines = [
-        f"# Hour-LLaVA evaluation (paper column: {summary['paper_model']}, Table 2)",
+        f"# Hour-LLaVA evaluation against the paper's Table 2 (asked for: {summary['paper_model']})",
         "",
-        "| benchmark | accuracy % | paper % | delta | questions | skipped (unreadable video) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "Paper columns give the paper's score and, in brackets, ours minus it (Video-MME without subtitles).",
+        "",
+        "| benchmark | accuracy % | questions | skipped | " + " | ".join(models) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(models),
     ]
     for name, b in summary["benchmarks"].items():
-        lines.append(
-            f"| {name} | {_fmt(b['accuracy'])} | {_fmt(b['paper'])} | {_fmt(b.get('delta'))} | "
-            f"{b['n'] if b['n'] is not None else 'n/a'} | {b['skipped']} |"
-        )
-    lines += ["", "| benchmark | bucket | accuracy % | questions | mean length s |", "|---|---|---:|---:|---:|"]
+        n = b["n"] if b["n"] is not None else "n/a"
+        lines.append(f"| {name} | {_fmt(b['accuracy'])} | {n} | {b['skipped']} | " + " | ".join(
+            _versus(b.get("compared") or {}, models)) + " |")  # fmt: skip
+        for group, bucket in sorted((b.get("groups") or {}).items()):
+            if bucket.get("compared"):
+                lines.append(f"| {name} {group} | {_fmt(bucket['accuracy'])} | {bucket['n']} | {bucket['skipped']} | "
+                             + " | ".join(_versus(bucket["compared"], models)) + " |")  # fmt: skip
+    if summary["failed"]:
+        lines += ["", "Failed benchmarks (no score):", ""]
+        lines += [f"- {name}: {error}" for name, error in summary["failed"].items()]
+    lines += ["", "| benchmark | bucket | accuracy % | questions | skipped | mean length s |"]
+    lines.append("|---|---|---:|---:|---:|---:|")
     for name, b in summary["benchmarks"].items():
         for kind in ("groups", "lengths"):
             for label, bucket in sorted((b.get(kind) or {}).items(), key=lambda kv: kv[1]["mean_seconds"] or 0):
                 lines.append(
-                    f"| {name} | {label} | {_fmt(bucket['accuracy'])} | {bucket['n']} | "
+                    f"| {name} | {label} | {_fmt(bucket['accuracy'])} | {bucket['n']} | {bucket['skipped']} | "
                     f"{_fmt(bucket['mean_seconds'], 0)} |"
                 )
+        unknown = b.get("lengths_unknown") or {}
+        if unknown.get("n"):
+            lines.append(f"| {name} | length unknown (not read) | - | {unknown['n']} | {unknown['skipped']} | - |")
     lines += [
         "",
-        f"Skipped requests in total: {summary['skipped_total']}.",
+        f"Skipped requests in total: {summary['skipped_total']} (answered as empty, scored wrong).",
         "",
-        f"Paper numbers: {summary['paper_status']}",
+        f"Paper numbers: {summary['paper_source']}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -1,9 +1,12 @@
 """`python -m hour_llava_lmms.launch <lmms-eval arguments>`: lmms-eval's CLI, after checking the environment.
 
 evaluate.py starts lmms-eval through this module (directly or under `accelerate launch`). Before handing over it
-checks that `import evaluate` gives the Hugging Face `evaluate` library that lmms-eval imports (our repository has
-an `evaluate.py` script, which must never stand in for it), and rank 0 writes what it found to
-`$HOUR_LLAVA_RUN_INFO` (JSON) when that is set.
+* checks that `import evaluate` gives the Hugging Face `evaluate` library that lmms-eval imports (our repository has
+  an `evaluate.py` script, which must never stand in for it), and rank 0 writes what it found to
+  `$HOUR_LLAVA_RUN_INFO` (JSON) when that is set;
+* with several processes and no GPU, sets ACCELERATE_USE_CPU=true, so accelerate builds a gloo process group and
+  each process gets its real rank (without it every process thinks it is rank 0 of 1);
+* with HOUR_LLAVA_DIE_WITH_PARENT=1 (evaluate.py sets it), ends itself when its parent process ends.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+
+from .process_guard import die_with_parent
 
 
 def check_evaluate_library() -> str:
@@ -34,7 +39,18 @@ def write_run_info(path: str, info: dict) -> None:
     os.replace(tmp, path)
 
 
+def use_cpu_process_group() -> bool:
+    """Several processes and no GPU: accelerate must be told to run distributed on the CPU."""
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def main() -> None:
+    if os.environ.get("HOUR_LLAVA_DIE_WITH_PARENT") == "1":
+        die_with_parent()
+    if use_cpu_process_group():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     info = {"evaluate_module": check_evaluate_library(), "argv": sys.argv[1:], "cwd": os.getcwd()}
     target = os.environ.get("HOUR_LLAVA_RUN_INFO")
     if target and int(os.environ.get("RANK", "0")) == 0:

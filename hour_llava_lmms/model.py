@@ -6,9 +6,13 @@ per video per run: requests are grouped by video, each video's memory (`HourLlav
 (`memory_cache_size` videos) or from a feature file (`features_dir`), and every question about it is answered from
 that memory, `batch_size` questions per `generate` call. Letter questions get bare letters (`answer_format`).
 
-A video that cannot be read (missing, corrupt, unsupported: `VideoDecodeError`, or a task whose `doc_to_visual`
-exits on a missing file) never aborts the run: its requests get an empty answer (scored wrong), are counted and
-reported at the end, and are listed in the journal. `journal_dir` makes the run resumable question by question.
+A video that cannot be read (missing, corrupt, unsupported: `VideoDecodeError`; a path outside its benchmark's video
+folder; a task whose `doc_to_visual` exits or asserts on a missing file) never aborts the run: its requests get an
+empty answer (scored wrong), are counted and reported at the end with their reason, and are listed in the journal.
+`journal_dir` makes the run resumable question by question (one file per rank).
+
+Under several processes (`accelerate launch`; on CPU with ACCELERATE_USE_CPU=true) each video is encoded by one
+rank: the ranks share their questions out by video (`hour_llava_lmms.ranks`).
 
 Model args (all optional except `pretrained`): dtype (auto|bfloat16|float16|float32), device, batch_size,
 max_new_tokens (64), fps (1.0), min_frames, max_frames, video_backend (auto|pyav|torchcodec), answer_format
@@ -19,10 +23,10 @@ video_root, journal_dir, trust_remote_code (True), attn_implementation.
 from __future__ import annotations
 
 import functools
-import json
 import operator
 import os
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass
 
@@ -30,6 +34,7 @@ import torch
 from accelerate import Accelerator
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
+from lmms_eval.utils import simple_parse_args_string
 from loguru import logger as eval_logger
 from tqdm import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -38,14 +43,17 @@ from modeling_hour_llava.processing_hour_llava import end_of_turn_token_ids
 from modeling_hour_llava.video_loading_hour_llava import VideoDecodeError
 
 from .answers import format_answer, truncate_at_stop
-from .journal import OK, SKIPPED, AnswerJournal, request_key
+from .journal import OK, SKIPPED, STATS, AnswerJournal, request_key
 from .memory_cache import EncodedVideo, VideoMemoryCache, fingerprint
+from .ranks import distributed_ready, gather_answers, process_rank_and_count, response_cache_requested, share_work
+from .tasks import VideoPathOutsideRoot
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 GENERATE_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams", "repetition_penalty")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpeg", ".mpg", ".flv", ".ts")
-# What upstream task code raises for a missing video instead of returning its path (sys.exit, assert).
-VISUAL_ERRORS = (SystemExit, AssertionError, OSError, KeyError)
+# What task code raises instead of returning a readable path: upstream's sys.exit / assert for a missing video, ours
+# for a path outside the video folder.
+VISUAL_ERRORS = (SystemExit, AssertionError, OSError, KeyError, VideoPathOutsideRoot)
 
 
 @dataclass
@@ -61,10 +69,49 @@ class Query:
     gen_kwargs: dict
     error: str | None = None
     key: str = ""
+    origin: int = 0  # the rank lmms-eval gave the request to
+
+    @property
+    def slot(self) -> tuple[int, int]:
+        return self.origin, self.index
 
 
 def _as_int_or_none(value) -> int | None:
     return None if value in (None, "", "none", "None") else int(value)
+
+
+def failure_reason(stage: str, error: BaseException) -> str:
+    """Why a request has no video: the error's message, or for a bare `assert` (LVBench's own `doc_to_visual`)
+    the failing line and where it is."""
+    message = str(error).strip()
+    if not message:
+        frames = traceback.extract_tb(error.__traceback__)
+        where = frames[-1] if frames else None
+        message = type(error).__name__
+        if where is not None:
+            place = os.sep.join(where.filename.split(os.sep)[-3:])
+            message += f" at {place}:{where.lineno}: {where.line}"
+    return f"{stage} failed: {message}"
+
+
+def _failed(query: Query, stage: str, error: BaseException) -> Query:
+    """A query whose task could not name a readable video; a refused path is kept, to count distinct videos."""
+    query.error = failure_reason(stage, error)
+    if getattr(error, "path", None):
+        query.videos = [error.path]
+    return query
+
+
+def skip_report(skipped: list[dict]) -> str:
+    """`SKIPPED n requests (k videos[, u without a video path]) ...: reasons`, counted exactly: k distinct video
+    lists among those that name one, u the requests whose task failed before naming any."""
+    videos = {tuple(entry["videos"]) for entry in skipped if entry["videos"]}
+    unnamed = sum(1 for entry in skipped if not entry["videos"])
+    counts = f"{len(videos)} videos" + (f", {unnamed} without a video path" if unnamed else "")
+    reasons = Counter(entry["reason"] for entry in skipped)
+    listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(5))
+    more = f"; and {len(reasons) - 5} other reasons" if len(reasons) > 5 else ""
+    return f"SKIPPED {len(skipped)} requests ({counts}) that could not be read, answered as empty: {listed}{more}"
 
 
 class HourLlava(lmms):
@@ -97,7 +144,7 @@ class HourLlava(lmms):
         if ignored:
             eval_logger.warning(f"hour_llava: ignoring unknown model_args {sorted(ignored)}")
         self.accelerator = Accelerator()
-        self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
+        self._rank, self._world_size = process_rank_and_count(self.accelerator)
         self._device = self._pick_device(device)
         self.batch_size_per_gpu = int(batch_size) if str(batch_size).isdigit() else 1
         self.max_new_tokens = int(max_new_tokens)
@@ -130,6 +177,31 @@ class HourLlava(lmms):
         )
         self.journal = AnswerJournal(journal_dir, self._rank)
         self.skipped: list[dict] = []
+        self.share_videos = self._world_size > 1 and not response_cache_requested()
+        if self._world_size > 1 and not self.share_videos:
+            eval_logger.warning(
+                "hour_llava: lmms-eval's --use_cache with several processes: the ranks do not share videos (a video "
+                "is encoded once per rank that has a question about it); use journal_dir to resume instead"
+            )
+        if self._world_size > 1 and self.accelerator.num_processes == 1:
+            eval_logger.warning(
+                f"hour_llava: WORLD_SIZE={self._world_size} but accelerate runs a single process (no process group); "
+                "every rank encodes the videos it is given. On CPU, set ACCELERATE_USE_CPU=true for accelerate launch"
+            )
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> HourLlava:
+        """lmms-eval's constructor from `--model_args`. A key lmms-eval also passes from its own flags (`batch_size`,
+        `device`) no longer fails with "got multiple values": the `--model_args` value wins, with a warning."""
+        args = simple_parse_args_string(arg_string)
+        flags = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        for key in sorted(args.keys() & flags.keys()):
+            if str(args[key]) != str(flags[key]):
+                eval_logger.warning(
+                    f"hour_llava: {key}={args[key]} in --model_args overrides lmms-eval's --{key} {flags[key]}; "
+                    f"pass it as --{key} instead"
+                )
+        return cls(**(flags | args))
 
     # -------------------------------------------------------------------------------------------------------------
     # Loading
@@ -204,8 +276,7 @@ class HourLlava(lmms):
         try:
             visuals = doc_to_visual(self._doc(task, split, doc_id)) or []
         except VISUAL_ERRORS as error:
-            query.error = f"doc_to_visual failed: {error}"
-            return query
+            return _failed(query, "doc_to_visual", error)
         unsupported = [type(v).__name__ for v in visuals if not isinstance(v, (str, os.PathLike))]
         if unsupported:
             query.error = f"visuals of type {unsupported}; Hour-LLaVA reads video files (use the *_v task variants)"
@@ -235,7 +306,7 @@ class HourLlava(lmms):
             "eos_token_id": end_of_turn_token_ids(self.tokenizer, self.model.generation_config),
         }
 
-    def _skip(self, queries: list[Query], reason: str, answers: list[str]) -> None:
+    def _skip(self, queries: list[Query], reason: str, answers: dict) -> None:
         """Record requests whose video cannot be read; their answer stays empty."""
         for q in queries:
             entry = {
@@ -245,10 +316,11 @@ class HourLlava(lmms):
                 "doc_id": q.doc_id,
                 "videos": q.videos,
                 "reason": reason,
+                "rank": self._rank,
             }
             self.skipped.append(entry)
             self.journal.record(entry)
-            answers[q.index] = ""
+            answers[q.slot] = ""
 
     def _memory_for(self, videos: list[str]) -> list[EncodedVideo]:
         return [self.memories.get(path) for path in videos]
@@ -281,10 +353,10 @@ class HourLlava(lmms):
         """Queries by (videos, generation settings), in first-seen order: one memory serves a whole group."""
         groups: dict[str, list[Query]] = {}
         for q in queries:
-            groups.setdefault(json.dumps([q.videos, q.gen_kwargs], sort_keys=True, default=str), []).append(q)
+            groups.setdefault(repr((q.videos, sorted(q.gen_kwargs.items(), key=str))), []).append(q)
         return list(groups.values())
 
-    def _run_group(self, group: list[Query], answers: list[str], pbar) -> None:
+    def _run_group(self, group: list[Query], answers: dict, pbar) -> None:
         """Answer a group batch by batch; its video(s) come from the memory cache (encoded at the first batch), and
         a video that cannot be read skips the rest of the group."""
         for start in range(0, len(group), self.batch_size_per_gpu):
@@ -296,7 +368,7 @@ class HourLlava(lmms):
                 pbar.update(len(group) - start)
                 return
             for q, answer in zip(batch, self._answer_batch(batch, encoded), strict=True):
-                answers[q.index] = answer
+                answers[q.slot] = answer
                 self.journal.record(
                     {
                         "key": q.key,
@@ -307,48 +379,72 @@ class HourLlava(lmms):
                         "durations": [e.duration for e in encoded],
                         "num_frames": [e.num_frames for e in encoded],
                         "answer": answer,
+                        "rank": self._rank,
                     }
                 )
             pbar.update(len(batch))
 
+    def _answer(self, queries: list[Query], answers: dict) -> None:
+        """Answer queries video by video (into `answers`, by slot)."""
+        pbar = tqdm(total=len(queries), disable=self._rank != 0, desc="Hour-LLaVA")
+        for group in self._groups(queries):
+            self._run_group(group, answers, pbar)
+        pbar.close()
+
+    def _answer_across_ranks(self, pending: list[Query]) -> dict:
+        """Every rank's pending queries shared out by video (one rank encodes each video), answered, and the
+        answers exchanged."""
+        mine = [q for _, q in share_work(pending, self._rank, self._world_size, key=lambda q: tuple(q.videos))]
+        answers: dict = {}
+        error = None
+        try:
+            self._answer(mine, answers)
+        except Exception as failure:  # every rank must reach the exchange, or the others wait forever
+            error = f"{type(failure).__name__}: {failure}"
+            eval_logger.exception(f"hour_llava rank {self._rank}: answering failed")
+        return gather_answers(answers, error, self._world_size)
+
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        """Answers in request order; videos encoded once each, questions batched per video."""
+        """Answers in request order; videos encoded once each (across ranks too), questions batched per video."""
         queries = [self._query(i, r) for i, r in enumerate(requests)]
+        for q in queries:
+            q.origin = self._rank
         self._finish_queries(queries)
-        answers: list[str | None] = [None] * len(queries)
-        pending = []
+        answers: dict = {}
+        pending, from_journal, skipped_before = [], 0, len(self.skipped)
         for q in queries:
             cached = self.journal.lookup(q.key)
             if cached is not None:
-                answers[q.index] = cached
+                answers[q.slot] = cached
+                from_journal += 1
             elif q.error:
                 self._skip([q], q.error, answers)
             else:
                 pending.append(q)
-        start = time.perf_counter()
-        pbar = tqdm(total=len(pending), disable=self._rank != 0, desc="Hour-LLaVA")
-        for group in self._groups(pending):
-            self._run_group(group, answers, pbar)
-        pbar.close()
-        self._report(len(queries), len(queries) - len(pending), time.perf_counter() - start)
-        return answers
+        start, before = time.perf_counter(), self.memories.stats.as_dict()
+        if self.share_videos and distributed_ready(self._world_size):
+            answers |= {slot: a for slot, a in self._answer_across_ranks(pending).items() if slot[0] == self._rank}
+        else:
+            self._answer(pending, answers)
+        self._report(len(queries), from_journal, self.skipped[skipped_before:], before, time.perf_counter() - start)
+        return [answers[q.slot] for q in queries]
 
-    def _report(self, total: int, from_journal: int, seconds: float) -> None:
-        """Log what this call did: answered, resumed, skipped (by reason), encodes and memory reuse."""
-        stats = self.memories.stats.as_dict()
+    def _report(self, total: int, from_journal: int, skipped: list[dict], before: dict, seconds: float) -> None:
+        """Log what this call did on this rank (requests, journal use, skips by reason, tower runs, memory reuse) and
+        journal it as a stats line."""
+        stats = {k: v - before[k] for k, v in self.memories.stats.as_dict().items() if k != "distinct_videos"}
+        journal = f"{from_journal} from the journal" if self.journal.path else "journal off"
         eval_logger.info(
-            f"hour_llava rank {self._rank}: {total} requests ({from_journal} from the journal) in {seconds:.1f} s; "
+            f"hour_llava rank {self._rank}/{self._world_size}: {total} requests ({journal}) in {seconds:.1f} s; "
             f"vision tower ran on {stats['encoded_from_frames']} videos, {stats['encoded_from_features']} from "
             f"feature files, memory reused {stats['memory_hits']} times"
         )
-        if self.skipped:
-            reasons = Counter(entry["reason"] for entry in self.skipped)
-            listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(5))
-            videos = {tuple(entry["videos"]) for entry in self.skipped}
-            eval_logger.warning(
-                f"hour_llava rank {self._rank}: SKIPPED {len(self.skipped)} requests ({len(videos)} videos) "
-                f"that could not be read, answered as empty: {listed}"
-            )
+        self.journal.record(
+            {"status": STATS, "rank": self._rank, "world_size": self._world_size, "requests": total,
+             "from_journal": from_journal, "skipped": len(skipped), **stats}
+        )  # fmt: skip
+        if skipped:
+            eval_logger.warning(f"hour_llava rank {self._rank}: {skip_report(skipped)}")
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         raise NotImplementedError("hour_llava answers generate_until tasks only (all four video benchmarks are)")
@@ -369,8 +465,7 @@ class HourLlavaChat(HourLlava):
         try:
             messages = doc_to_messages(self._doc(task, split, doc_id))
         except VISUAL_ERRORS as error:
-            query.error = f"doc_to_messages failed: {error}"
-            return query
+            return _failed(query, "doc_to_messages", error)
         try:
             query.messages, query.videos = convert_messages(messages)
         except ValueError as error:

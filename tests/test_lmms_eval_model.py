@@ -144,3 +144,62 @@ def test_letter_questions_get_bare_letters(text, prompt_text, expected):
 def test_tempcompass_prompt_asks_for_a_letter():
     assert asks_for_letter("How?\nA. fast\nB. slow\nPlease directly give the best option:")
     assert not asks_for_letter("Is it fast?\nPlease answer yes or no:")
+
+
+def test_paths_outside_the_video_folder_are_skipped_unopened_and_every_skip_is_reported_exactly(data, tmp_path):
+    """An LVBench-style folder with one readable video; rows that climb out of it (`../somewhere/real.mp4`, an
+    absolute path) to a real video, a missing video asked about twice, and a row through LVBench's own
+    `doc_to_visual`, whose bare `assert` fails for a missing file. No journal."""
+    import shutil
+
+    from lmms_eval.tasks.lvbench.utils import lvbench_doc_to_visual
+    from loguru import logger
+
+    from hour_llava_lmms.tasks.lvbench import doc_to_visual
+
+    folder, outside = tmp_path / "lvbench", tmp_path / "somewhere"
+    folder.mkdir()
+    outside.mkdir()
+    shutil.copy(data["videos"][0], folder / "a.mp4")
+    shutil.copy(data["videos"][1], outside / "real.mp4")  # readable: it must stay unopened all the same
+    rows = ["a.mp4", "../somewhere/real.mp4", str(outside / "real.mp4"), "missing.mp4", "missing.mp4", "nope.mp4"]
+    docs = [{"video_path": path, "prompt": prompt(i)} for i, path in enumerate(rows)]
+    visual = [doc_to_visual] * 5 + [lvbench_doc_to_visual]
+    requests = [
+        request((d["prompt"], dict(GEN), visual[i], i, TASK, SPLIT), i) for i, d in enumerate(docs)
+    ]  # fmt: skip
+
+    lm = load(HourLlava, data)
+    lm.task_dict = {TASK: {SPLIT: docs}}
+    counter = TowerCalls(lm.model)
+    messages: list[str] = []
+    sink = logger.add(lambda message: messages.append(str(message)), level="INFO")
+    old = os.environ.get("HOUR_LLAVA_LVBENCH_VIDEOS")
+    os.environ["HOUR_LLAVA_LVBENCH_VIDEOS"] = str(folder)
+    try:
+        answers = lm.generate_until(requests)
+    finally:
+        logger.remove(sink)
+        counter.handle.remove()
+        os.environ.pop("HOUR_LLAVA_LVBENCH_VIDEOS") if old is None else os.environ.update(HOUR_LLAVA_LVBENCH_VIDEOS=old)
+
+    assert answers[0] in {"A", "B", "C", "D"} and answers[1:] == [""] * 5
+    assert counter.calls == 1  # a.mp4 only: the real video outside the folder was never decoded
+    assert "real.mp4" not in {os.path.basename(path) for path, *_ in lm.memories.stats.videos}  # not even tried
+    reasons = {entry["doc_id"]: entry["reason"] for entry in lm.skipped}
+    assert "leaves the benchmark's video folder" in reasons[1] and "leaves the benchmark's video folder" in reasons[2]
+    assert "file not found" in reasons[3] or "missing.mp4" in reasons[3]
+    assert "AssertionError at tasks/lvbench/utils.py:" in reasons[5] and "assert os.path.exists" in reasons[5]
+    log = "".join(messages)
+    # 5 requests: 4 name 3 distinct videos (two escapes, one missing video asked twice), 1 named none.
+    assert "SKIPPED 5 requests (3 videos, 1 without a video path)" in log
+    assert "6 requests (journal off)" in log and "vision tower ran on 1 videos" in log
+
+
+def test_batch_size_inside_model_args_no_longer_collides_with_lmms_evals_own_flag(data):
+    """`--model_args pretrained=...,batch_size=4` with lmms-eval's own `--batch_size` (always passed) failed with
+    "got multiple values for keyword argument 'batch_size'"; the model_args value now wins."""
+    lm = HourLlava.create_from_arg_string(
+        f"pretrained={data['checkpoint']},batch_size=4", {"batch_size": 1, "device": "cpu"}
+    )
+    assert lm.batch_size == 4 and lm.device.type == "cpu"

@@ -8,11 +8,14 @@ answer (a skipped video) is scored wrong instead of upstream's random guess for 
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import types
 
-from . import video_root
+from ..benchmarks import BENCHMARKS
+from . import benchmark_video, dataset_attributes
+
+BENCHMARK = BENCHMARKS["longvideobench"]
+__getattr__ = dataset_attributes(BENCHMARK)
 
 
 def _import_upstream():
@@ -41,9 +44,9 @@ aggregate_results = upstream.longvideobench_aggregate_results
 
 
 def doc_to_visual(doc: dict) -> list[str]:
-    """`<root>/<video_path>`; root from HOUR_LLAVA_LONGVIDEOBENCH_VIDEOS (default lmms-eval's videos folder)."""
-    root = video_root("longvideobench", os.path.join("datasets", "longvideobench", "videos"))
-    return [os.path.join(root, doc["video_path"])]
+    """`<root>/<video_path>`; root from HOUR_LLAVA_LONGVIDEOBENCH_VIDEOS (default: the local copy, else lmms-eval's
+    videos folder)."""
+    return [benchmark_video(BENCHMARK, doc["video_path"])]
 
 
 def process_results(doc: dict, results: list[str]) -> dict:

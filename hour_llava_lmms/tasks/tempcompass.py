@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 
-from . import hf_home, video_root
+from ..benchmarks import BENCHMARKS
+from ..data_sources import hf_home
+from . import benchmark_video, dataset_attributes
 
 os.environ.setdefault("HF_HOME", hf_home())  # upstream utils read os.environ["HF_HOME"] at import
 
 from lmms_eval.tasks.tempcompass import utils as upstream  # noqa: E402
 
+BENCHMARK = BENCHMARKS["tempcompass"]
+__getattr__ = dataset_attributes(BENCHMARK)
 _upstream_judge = upstream.get_eval_result
 
 
@@ -36,4 +40,4 @@ process_results = upstream.tempcompass_process_results_multi_choice
 
 def doc_to_visual(doc: dict) -> list[str]:
     """`<root>/<video_id>.mp4`; root from HOUR_LLAVA_TEMPCOMPASS_VIDEOS (default `$HF_HOME/tempcompass/videos`)."""
-    return [os.path.join(video_root("tempcompass", os.path.join("tempcompass", "videos")), doc["video_id"] + ".mp4")]
+    return [benchmark_video(BENCHMARK, doc["video_id"] + ".mp4")]

@@ -2,16 +2,19 @@
 
 Rows are the QA rows of `dataset_builder.videomarathon` (`video`, `question`, `options` "A. ...", `answer` letter,
 `duration`, `task`); open-ended rows are left out. Videos: `<root>/<video>`, root from
-HOUR_LLAVA_VIDEOMARATHON_VIDEOS.
+HOUR_LLAVA_VIDEOMARATHON_VIDEOS. Local data only
+(`HOUR_LLAVA_VIDEOMARATHON_DATA`): there is no public Hub split of it.
 """
 
 from __future__ import annotations
 
-import os
-
 from lmms_eval.tasks._task_utils.mcq_extract import extract_mcq_answer
 
-from . import video_root
+from ..benchmarks import BENCHMARKS
+from . import benchmark_video, dataset_attributes
+
+BENCHMARK = BENCHMARKS["videomarathon"]
+__getattr__ = dataset_attributes(BENCHMARK)
 
 
 def process_docs(dataset):
@@ -20,7 +23,7 @@ def process_docs(dataset):
 
 
 def doc_to_visual(doc: dict) -> list[str]:
-    return [os.path.join(video_root("videomarathon", os.path.join("videomarathon", "videos")), doc["video"])]
+    return [benchmark_video(BENCHMARK, doc["video"])]
 
 
 def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:

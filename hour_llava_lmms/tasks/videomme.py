@@ -1,14 +1,14 @@
-"""Video-MME (`lmms-eval/Video-MME`, split test): upstream prompt and scoring, our video lookup."""
+"""Video-MME (`lmms-eval/Video-MME`, split test): upstream prompt and scoring, our data source and video lookup."""
 
 from __future__ import annotations
 
-import os
+from ..benchmarks import BENCHMARKS
+from . import benchmark_video, dataset_attributes, first_existing
 
-from . import first_existing, video_root
+BENCHMARK = BENCHMARKS["videomme"]
+__getattr__ = dataset_attributes(BENCHMARK)
 
 
 def doc_to_visual(doc: dict) -> list[str]:
     """`<root>/<videoID>.mp4` (or .MP4 / .mkv, as upstream tries); root from HOUR_LLAVA_VIDEOMME_VIDEOS."""
-    root = video_root("videomme", os.path.join("videomme", "data"))
-    stem = os.path.join(root, doc["videoID"])
-    return [first_existing([stem + ".mp4", stem + ".MP4", stem + ".mkv"])]
+    return [first_existing([benchmark_video(BENCHMARK, doc["videoID"] + ext) for ext in (".mp4", ".MP4", ".mkv")])]

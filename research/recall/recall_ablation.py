@@ -268,6 +268,7 @@ def evaluate_variant(args: argparse.Namespace, paths: dict[str, str], variant: s
         run(
             [
                 sys.executable, "evaluate.py", "--model", model, "--output", out, "--benchmarks", "recall",
+                "--tasks-dir", os.path.join(ROOT, "research", "recall", "tasks"),
                 "--data", f"recall={paths['test']}", "--features-dir", paths["features"],
                 "--model-args", f"video_root={paths['test']}/videos",
             ],

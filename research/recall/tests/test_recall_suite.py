@@ -11,7 +11,6 @@ import torch
 
 from dataset_builder.media import write_jsonl_atomically
 from dataset_builder.videomarathon import MULTIPLE_CHOICE, OPEN_ENDED, VideoMarathon
-from hour_llava_lmms.tasks.recall import doc_to_text, is_correct
 from modeling_hour_llava.video_loading_hour_llava import decode_frames
 from research.recall.recall_suite import (
     COUNT_WORDS,
@@ -21,6 +20,7 @@ from research.recall.recall_suite import (
     grouped_chat,
     write_recall_suite,
 )
+from research.recall.tasks.recall import doc_to_text, is_correct
 
 SHORT = {"min_minutes": 5.0, "max_minutes": 6.0, "size": 32}
 

@@ -4,6 +4,9 @@ normalised first word for open-ended rows, letter extraction for multiple-choice
 
 Each sample's metric keeps the recall task, question type and video length, so `evaluate.py` and
 `research/recall/recall_ablation.py` break accuracy down by task and length from the sample log alone.
+
+lmms-eval loads this file next to its yaml (`!function recall.*`), not as a package module, so it imports only the
+installed packages; the benchmark itself is described in `hour_llava_benchmarks.yaml` beside it.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ import re
 from lmms_eval.tasks._task_utils.mcq_extract import extract_mcq_answer
 
 from dataset_builder.videomarathon import format_question
+from hour_llava_lmms.benchmarks import load_benchmarks
+from hour_llava_lmms.tasks import benchmark_video, dataset_attributes
 
-from . import video_root
+BENCHMARK = load_benchmarks(os.path.dirname(os.path.abspath(__file__)))["recall"]
+__getattr__ = dataset_attributes(BENCHMARK)  # dataset_path / dataset_name / dataset_kwargs from $HOUR_LLAVA_RECALL_DATA
 
 
 def doc_to_visual(doc: dict) -> list[str]:
-    return [os.path.join(video_root("recall", os.path.join("recall", "videos", "recall")), doc["video"])]
+    return [benchmark_video(BENCHMARK, doc["video"])]
 
 
 def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:
