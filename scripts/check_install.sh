@@ -7,7 +7,8 @@
 #   4. write and load a tiny checkpoint, answer a question about a real (PyAV-written) video;
 #   5. pip install the wheel with [all]; run `--help` of every console script in an empty folder: exit 0, no file.
 # Prints each step's time and what pip installed or changed, and writes $WORK/summary.json.
-# Takes minutes and about 7 GB under $WORK (torch's CUDA build): not part of `make test`.
+# Takes minutes and about 7 GB under $WORK (torch's CUDA build): not part of `make test` (`make check-install`).
+# Needs `make setup` first: the wheel is built with .venv's setuptools.
 #   bash scripts/check_install.sh [WORK_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
