@@ -5,7 +5,8 @@
 #   2. a fresh venv with "the user's" torch, torchvision and an older transformers (our lower bound, 5.20.0);
 #   3. pip install the wheel (core only): pip must keep the user's torch and transformers, and add no extra;
 #   4. write and load a tiny checkpoint, answer a question about a real (PyAV-written) video;
-#   5. pip install the wheel with [all]; run `--help` of every console script in an empty folder: exit 0, no file.
+#   5. pip install the wheel with [all]; run `--help` of every console script in an empty folder: exit 0, no file;
+#      load again; lmms-eval finds `hour_llava` through the entry point, and its video tasks import.
 # Prints each step's time and what pip installed or changed, and writes $WORK/summary.json.
 # Takes minutes and about 7 GB under $WORK (torch's CUDA build): not part of `make test` (`make check-install`).
 # Needs `make setup` first: the wheel is built with .venv's setuptools.
@@ -101,6 +102,14 @@ help_all() {
 }
 step "every console script --help ([all])" help_all
 step "load a tiny checkpoint and answer ([all])" load_tiny
+
+lmms_eval_finds_us() {  # the entry point registers the model; the video tasks we wrap import (decord, cv2)
+  (cd "$WORK/run" && "$WORK/venv/bin/python" -c "
+from lmms_eval.models import get_model
+import lmms_eval.tasks.longvideobench.utils, lmms_eval.tasks.videomme.utils
+print('lmms-eval model hour_llava ->', get_model('hour_llava').__name__)")
+}
+step "lmms-eval finds hour_llava ([all])" lmms_eval_finds_us
 
 "$WORK/venv/bin/python" - "$WORK" <<'PY'
 import json, pathlib, sys
