@@ -159,13 +159,18 @@ def test_training_flags_take_dashes_and_underscores_alike():
     assert (dashes[0].media_root, dashes[1].max_steps, dashes[1].per_device_train_batch_size) == ("m", 2, 1)
 
 
-def test_launch_configs_are_found_by_name(tmp_path):
-    process = run([sys.executable, "-m", "hour_llava_training.configs", "zero2.json"], tmp_path)
-    assert process.returncode == 0, process.stderr[-2000:]
-    path = Path(process.stdout.strip())
+def test_launch_configs_are_found_by_name(capsys):
+    from hour_llava_training.configs import main
+
+    assert main(["zero2.json"]) == 0
+    path = Path(capsys.readouterr().out.strip())
     assert path == REPO / "hour_llava_training" / "configs" / "deepspeed" / "zero2.json" and path.is_file()
-    unknown = run([sys.executable, "-m", "hour_llava_training.configs", "zero9.json"], tmp_path)
-    assert unknown.returncode == 2 and "zero2.json" in unknown.stderr
+    assert main([]) == 0
+    listed = capsys.readouterr().out.split()
+    assert len(listed) == 8 and all(Path(name).is_file() for name in listed)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zero9.json"])
+    assert exit_info.value.code == 2 and "zero2.json" in capsys.readouterr().err
 
 
 @pytest.mark.xfail(
