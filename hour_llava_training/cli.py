@@ -1,7 +1,7 @@
 """Train Hour-LLaVA, one stage per command, on TRL's SFTTrainer.
 
     # Stage 3 on VideoMarathon (grouped Parquet from dataset_builder) + short videos, 3:1, on 8 GPUs:
-    accelerate launch --config_file configs/accelerate/multi_gpu.yaml train.py \
+    accelerate launch --config_file hour_llava_training/configs/accelerate/multi_gpu.yaml train.py \
         --stage stage3 --model_name_or_path ./hour-llava-s2 \
         --dataset ./videomarathon-grouped:3 ./llava-video-178k:1 \
         --media_root /data/videos --feature_dir /data/features --output_dir ./hour-llava-s3

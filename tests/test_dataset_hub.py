@@ -89,7 +89,7 @@ def built(tmp_path_factory):
         report_path = builder.report_path
     statistics = json.loads(open(report_path).read())["statistics"]
     folder = write_parquet_folder(
-        configs, root / "parquet", card=videomarathon_card(statistics), default_config="grouped"
+        configs, root / "parquet", card=videomarathon_card(statistics, configs), default_config="grouped"
     )
     return root, data, configs, folder
 

@@ -1,6 +1,6 @@
-"""The launch configs in configs/: accelerate reads them, the DeepSpeed JSONs leave the optimizer to the Trainer (so
-per-module learning rates survive, unlike the reference's) and use "auto" only where transformers fills it in, and
-FSDP wraps layer classes that exist in our model."""
+"""The launch configs in hour_llava_training/configs/: accelerate reads them, the DeepSpeed JSONs leave the
+optimizer to the Trainer (so per-module learning rates survive, unlike the reference's) and use "auto" only where
+transformers fills it in, and FSDP wraps layer classes that exist in our model."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from accelerate.commands.config.config_args import ClusterConfig
 from hour_llava_testing.tiny_model import write_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-ACCELERATE = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
-DEEPSPEED = sorted((REPO / "configs" / "deepspeed").glob("*.json"))
+CONFIGS = REPO / "hour_llava_training" / "configs"
+ACCELERATE = sorted((CONFIGS / "accelerate").glob("*.yaml"))
+DEEPSPEED = sorted((CONFIGS / "deepspeed").glob("*.json"))
 EXPECTED = {
     "single_gpu": "NO",
     "multi_gpu": "MULTI_GPU",
@@ -81,7 +82,7 @@ def test_deepspeed_configs_leave_the_optimizer_and_schedule_to_the_trainer(path)
 
 
 def test_fsdp_wraps_the_layers_of_our_model(tmp_path):
-    config = yaml.safe_load((REPO / "configs" / "accelerate" / "fsdp.yaml").read_text())["fsdp_config"]
+    config = yaml.safe_load((CONFIGS / "accelerate" / "fsdp.yaml").read_text())["fsdp_config"]
     assert config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
     # FSDP2 shards per parameter: a wrapped unit may mix frozen and trained parameters (stages 1 and 3 freeze parts).
     assert config["fsdp_version"] == 2
