@@ -30,7 +30,8 @@ from transformers.utils import logging
 
 from .anyres_hour_llava import anyres_memory_and_queries, tile_grid_shape
 from .configuration_hour_llava import HourLlavaConfig
-from .errors_hour_llava import HourLlavaInputError
+from .errors_hour_llava import HourLlavaErrors, HourLlavaInputError
+from .frames_hour_llava import check_features, check_frame_count, model_pixels
 from .memaug_hour_llava import HourLlavaMemAug
 from .memory_hour_llava import (
     assemble_memaug_queries,
@@ -152,9 +153,21 @@ class HourLlavaVideoMemory:
                 f"expected {VIDEO_MEMORY_FORMAT!r}); write it with HourLlavaVideoMemory.save"
             )
         tensors = load_file(path, device=str(device))
-        count = int(metadata["num_videos"])
-        summaries = [tensors[f"summary.{i}"] for i in range(count)] if "summary.0" in tensors else None
-        return cls([tensors[f"video.{i}"] for i in range(count)], summaries)
+        count = metadata.get("num_videos", "")
+        if not count.isdigit() or int(count) < 1:
+            raise HourLlavaInputError(f"{path}: video memory metadata num_videos={count!r}; expected a count >= 1")
+        count = int(count)
+        summaries = [f"summary.{i}" for i in range(count)] if "summary.0" in tensors else []
+        missing = [name for name in [f"video.{i}" for i in range(count)] + summaries if name not in tensors]
+        if missing:
+            raise HourLlavaInputError(f"{path}: video memory of {count} videos lacks tensors {missing[:4]}")
+        frames = [tensors[f"video.{i}"] for i in range(count)]
+        for index, tokens in enumerate(frames):
+            if tokens.dim() != 3 or not tokens.is_floating_point() or not bool(torch.isfinite(tokens).all()):
+                raise HourLlavaInputError(
+                    f"{path}: video {index} is {tokens.dtype} {tuple(tokens.shape)}; expected finite (T, P, D) tokens"
+                )
+        return cls(frames, [tensors[name] for name in summaries] or None)
 
 
 @dataclass
@@ -177,7 +190,7 @@ class HourLlavaCausalLMOutputWithPast(ModelOutput):
     video_hidden_states: torch.Tensor | None = None
 
 
-class HourLlavaPreTrainedModel(PreTrainedModel):
+class HourLlavaPreTrainedModel(HourLlavaErrors, PreTrainedModel):
     config: HourLlavaConfig
     config_class = HourLlavaConfig
     base_model_prefix = "model"
@@ -238,7 +251,12 @@ def flatten_videos(
         if not batched:
             raise HourLlavaInputError(f"{name} of shape {tuple(videos.shape)} needs `video_num_frames`")
         return list(videos.unbind(0))
-    counts = [int(n) for n in (num_frames.tolist() if torch.is_tensor(num_frames) else num_frames)]
+    values = num_frames.tolist() if torch.is_tensor(num_frames) else list(num_frames)
+    if any(n == 0 for n in values):
+        raise HourLlavaInputError(
+            f"video_num_frames={values}: a video has zero frames; drop it or give it at least one frame"
+        )
+    counts = [check_frame_count(n, f"video_num_frames[{i}]") for i, n in enumerate(values)]
     if batched:
         return [video[:n] for video, n in zip(videos, counts, strict=True)]
     return split_by_counts(videos, counts, f"{name} with video_num_frames={counts}")
@@ -266,10 +284,12 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
     # -------------------------------------------------------------------------------------------------------------
     # Vision side
     # -------------------------------------------------------------------------------------------------------------
-    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def vision_features(self, pixel_values: torch.Tensor, name: str = "pixel_values") -> torch.Tensor:
         """SigLIP patch features of frames or images: (N, 3, H, W) -> (N, P, C_v), `vision_chunk_size` at a time.
 
-        uint8 frames are normalised here, one chunk at a time, so an hour of frames never exists in float.
+        uint8 frames are normalised here, one chunk at a time, so an hour of frames never exists in float; every
+        chunk is checked first (`frames_hour_llava.model_pixels`: dtype, value range, layout, size; `name` is the
+        input the errors name).
 
         Runs the embeddings and only the encoder layers up to `vision_feature_layer` (-1: all of them), and reads
         that layer's output before `post_layernorm`, as the reference's 26-layer tower does.
@@ -280,19 +300,11 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         dtype = tower.embeddings.patch_embedding.weight.dtype
         chunks = []
         for chunk in pixel_values.split(self.config.vision_chunk_size):
-            hidden = tower.embeddings(self.normalize_pixels(chunk).to(dtype))
+            hidden = tower.embeddings(model_pixels(chunk, self.config, name).to(dtype))
             for layer in layers[:depth]:
                 hidden = layer(hidden, None)
             chunks.append(hidden)
         return torch.cat(chunks)
-
-    def normalize_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 frames (the processor's compact output) -> `(x * rescale - mean) / std`; float frames pass as given."""
-        if pixels.dtype != torch.uint8:
-            return pixels
-        mean = torch.tensor(self.config.vision_image_mean, device=pixels.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.config.vision_image_std, device=pixels.device).view(1, -1, 1, 1)
-        return (pixels.float() * self.config.vision_rescale_factor - mean) / std
 
     def pool_frames(self, features: torch.Tensor) -> torch.Tensor:
         """Pool each frame's patch grid to G x G: (F, P, C_v) -> (F, G*G, C_v), in the projector's dtype."""
@@ -332,6 +344,8 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
             videos = [(video.shape[0], [video]) for video in frames]
         else:
             features = flatten_videos(video_features, video_num_frames, FEATURE_FRAME_DIMS, "video_features")
+            for index, video in enumerate(features):
+                check_features(video, self.config.vision_config.hidden_size, f"video_features of video {index}")
             videos = [(video.shape[0], [video]) for video in features]
         encoded = [self._encode_frames(count, chunks, video_features is None) for count, chunks in videos]
         summaries = [summary for _, summary in encoded] if self.config.temporal_selection_features == "vision" else None
@@ -349,7 +363,8 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         for chunk in chunks:
             for part in chunk.split(self.config.vision_chunk_size):
                 part = part.to(self.device)  # stream chunks arrive on the CPU
-                pooled = self.pool_frames(self.vision_features(part) if are_pixels else part)
+                pixels = self.vision_features(part, "pixel_values_videos") if are_pixels else part
+                pooled = self.pool_frames(pixels)
                 projected = self.multi_modal_projector(pooled)
                 if tokens is None:
                     tokens = projected.new_empty((num_frames, *projected.shape[1:]))
