@@ -110,6 +110,8 @@ def flatten_video_inputs(videos) -> list:
     """One entry per video: chat templates give [[path, ...], ...]; a single video may come bare."""
     if isinstance(videos, (str, os.PathLike, np.ndarray, torch.Tensor)):
         return [videos]
+    if isinstance(videos, (list, tuple)) and videos and all(hasattr(item, "convert") for item in videos):
+        return [videos]  # a list of PIL images: the frames of one video
     flat = []
     for item in videos:
         if isinstance(item, (list, tuple)) and not item:
