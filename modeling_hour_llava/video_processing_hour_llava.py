@@ -5,8 +5,14 @@ bound), resized while decoding. Frames come out as uint8 (`pixel_dtype="uint8"`,
 1.6 GB instead of 6.4 GB in float32); the model rescales and normalises them chunk by chunk. Pre-extracted SigLIP
 features (a `.safetensors` memory-repository file) come out as `video_features` and skip the vision tower.
 
-Outputs: `pixel_values_videos` (sum T, 3, H, W) or `video_features` (sum T, P, C), `video_num_frames` (V,), and
-`video_durations` (V,) seconds, which the processor uses for the time instruction.
+One call may mix both kinds (a training batch of cached VideoMarathon features and decoded short videos). Outputs:
+- `pixel_values_videos` (sum T, 3, H, W): the frames of the decoded videos, in video order (absent if none);
+- `video_features` (sum T, P, C): the features of the feature-file videos, in video order (absent if none);
+- `video_is_features` (V,) bool: for every video, in the order of the call, whether it is a feature file (its
+  frames are in `video_features`) or decoded (its frames are in `pixel_values_videos`); the model routes each video
+  by it;
+- `video_num_frames` (V,): every video's frame count, in the order of the call;
+- `video_durations` (V,) seconds, which the processor uses for the time instruction.
 """
 
 import os
@@ -69,7 +75,7 @@ class HourLlavaVideoProcessor(BaseVideoProcessor):
     video_backend = "auto"
     pixel_dtype = "uint8"
     valid_kwargs = HourLlavaVideoProcessorKwargs
-    model_input_names = ["pixel_values_videos", "video_features", "video_num_frames"]
+    model_input_names = ["pixel_values_videos", "video_features", "video_is_features", "video_num_frames"]
 
     def _option(self, kwargs: dict, name: str):
         value = kwargs.get(name)
@@ -123,18 +129,18 @@ class HourLlavaVideoProcessor(BaseVideoProcessor):
 
     def preprocess(self, videos, **kwargs) -> BatchFeature:
         loaded = [self.load_video(video, **kwargs) for video in flatten_video_inputs(videos)]
-        kinds = {is_features for _, _, is_features in loaded}
-        if len(kinds) > 1:
-            raise ValueError("one call mixes feature files and videos; process them in separate batches")
-        tensors = [tensor for tensor, _, _ in loaded]
+        is_features = [flag for _, _, flag in loaded]
         data = {
-            "video_num_frames": torch.tensor([t.shape[0] for t in tensors]),
+            "video_num_frames": torch.tensor([tensor.shape[0] for tensor, _, _ in loaded]),
             "video_durations": torch.tensor([duration for _, duration, _ in loaded], dtype=torch.float64),
+            "video_is_features": torch.tensor(is_features, dtype=torch.bool),
         }
-        if kinds == {True}:
-            data["video_features"] = torch.cat(tensors)
-        else:
-            frames = torch.cat(tensors)
+        features = [tensor for tensor, _, flag in loaded if flag]
+        frames = [tensor for tensor, _, flag in loaded if not flag]
+        if features:
+            data["video_features"] = torch.cat(features)
+        if frames:
+            frames = torch.cat(frames)
             if self._option(kwargs, "pixel_dtype") == "float32":
                 frames = self.normalize_frames(frames)
             data["pixel_values_videos"] = frames
