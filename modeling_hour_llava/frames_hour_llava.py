@@ -178,7 +178,7 @@ def check_features(features: torch.Tensor, width: int, name: str = "video_featur
         raise HourLlavaInputError(f"{name} has shape {tuple(features.shape)}; expected (T, P, C)")
     if features.shape[-1] != width:
         raise HourLlavaInputError(
-            f"{name} are {features.shape[-1]} wide, but this model's vision tower gives {width} "
+            f"{name} have width {features.shape[-1]}, but this model's vision tower gives {width} "
             "(vision_config.hidden_size): they come from another model; extract them with this one"
         )
     side = math.isqrt(features.shape[1])

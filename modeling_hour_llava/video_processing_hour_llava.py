@@ -26,9 +26,14 @@ Options (call keywords, or attributes saved in the processor config):
 Decoded frames without `video_metadata` are taken as already sampled at `fps` (the rule keeps every one of them);
 with `video_metadata` giving their frame rate, the rule samples them like a file.
 
-Outputs: `pixel_values_videos` (sum T, 3, H, W) for decoded videos and/or `video_features` (sum T, P, C) for
-feature files, `video_num_frames` (V,) and `video_durations` (V,) seconds (for the processor's time instruction), in
-the order of the call; when one call mixes both kinds, `video_is_features` (V,) says which videos are feature files.
+One call may mix both kinds (a training batch of cached VideoMarathon features and decoded short videos). Outputs:
+- `pixel_values_videos` (sum T, 3, H, W): the frames of the decoded videos, in video order (absent if none);
+- `video_features` (sum T, P, C): the features of the feature-file videos, in video order (absent if none);
+- `video_is_features` (V,) bool: for every video, in the order of the call, whether it is a feature file (its
+  frames are in `video_features`) or decoded (its frames are in `pixel_values_videos`); the model routes each video
+  by it;
+- `video_num_frames` (V,): every video's frame count, in the order of the call;
+- `video_durations` (V,) seconds, which the processor uses for the time instruction.
 """
 
 import math
@@ -280,8 +285,7 @@ class HourLlavaVideoProcessor(HourLlavaErrors, BaseVideoProcessor):
             data["pixel_values_videos"] = pixels
         if features:
             data["video_features"] = torch.cat(features)
-        if frames and features:
-            data["video_is_features"] = torch.tensor([plan.is_features for plan in videos])
+        data["video_is_features"] = torch.tensor([plan.is_features for plan in videos], dtype=torch.bool)
         return BatchFeature(data, tensor_type=return_tensors)
 
     # -------------------------------------------------------------------------------------------------------------

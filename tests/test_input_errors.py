@@ -273,7 +273,7 @@ def test_frame_counts_for_encoded_videos_are_checked(processor):
 def test_a_feature_file_from_another_model_is_refused_by_name(processor, model, tmp_path):
     path = tmp_path / "other_model.safetensors"
     save_feature_file(path, torch.randn(12, 64, model.config.vision_config.hidden_size * 2), duration=12.0)
-    with pytest.raises(VideoDecodeError, match=r"other_model.safetensors: feature file for another model.*64 wide"):
+    with pytest.raises(VideoDecodeError, match=r"other_model.safetensors: feature file for another model.*width 64"):
         encode(processor, video_question(str(path)))
 
 
@@ -281,7 +281,7 @@ def test_features_given_to_the_model_are_checked(model):
     width = model.config.vision_config.hidden_size
     ids = video_prompt(model)
     for features, words in [
-        (torch.randn(5, 64, width + 1), "33 wide, but this model's vision tower gives 32"),
+        (torch.randn(5, 64, width + 1), "width 33, but this model's vision tower gives 32"),
         (torch.full((5, 64, width), float("nan")), "NaN or infinite"),
         (torch.randn(5, 60, width), "60 tokens per frame, which is not a square"),
         (torch.ones(5, 64, width, dtype=torch.long), "expected float SigLIP features"),
