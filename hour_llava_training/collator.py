@@ -41,6 +41,7 @@ from dataset_builder.extract_features import feature_name
 from dataset_builder.media import ESCAPES_ROOT, MISSING, UNREADABLE, MediaPathError, resolve_under_root
 from modeling_hour_llava.errors_hour_llava import VideoDecodeError
 from modeling_hour_llava.features_hour_llava import FEATURE_SUFFIXES
+from modeling_hour_llava.processing_hour_llava import FOREIGN_FEATURES_REASON
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -211,6 +212,8 @@ class HourLlavaDataCollator:
         try:
             batch = self.encode([conversation])
         except VideoDecodeError as error:
+            if error.reason.startswith(FOREIGN_FEATURES_REASON):
+                return FOREIGN_FEATURES, str(error)
             return (BROKEN_FEATURES if error.path.endswith(FEATURE_SUFFIXES) else UNDECODABLE_VIDEO), str(error)
         except Exception as error:  # the processor raises many types; one sample's failure must not end the run
             return UNPROCESSABLE, f"{type(error).__name__}: {error}"

@@ -161,10 +161,14 @@ class HourLlavaVideoMemory:
         summaries = [f"summary.{i}" for i in range(count)] if "summary.0" in tensors else []
         missing = [name for name in [f"video.{i}" for i in range(count)] + summaries if name not in tensors]
         if missing:
-            raise HourLlavaInputError(f"{path}: video memory of {count} videos lacks tensors {missing[:4]}")
+            raise HourLlavaInputError(f"{path}: video memory of {count} videos lacks tensors {missing}")
         frames = [tensors[f"video.{i}"] for i in range(count)]
         for index, tokens in enumerate(frames):
-            if tokens.dim() != 3 or not tokens.is_floating_point() or not bool(torch.isfinite(tokens).all()):
+            if (
+                tokens.dim() != FEATURE_FRAME_DIMS + 1
+                or not tokens.is_floating_point()
+                or not bool(torch.isfinite(tokens).all())
+            ):
                 raise HourLlavaInputError(
                     f"{path}: video {index} is {tokens.dtype} {tuple(tokens.shape)}; expected finite (T, P, D) tokens"
                 )

@@ -15,6 +15,7 @@ No call leaves state on the processor: one instance serves several threads.
 """
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -27,7 +28,7 @@ from transformers.processing_utils import ImagesKwargs, MultiModalData, Processi
 from .anyres_hour_llava import anyres_tiles, anyres_token_count
 from .configuration_hour_llava import HourLlavaConfig
 from .errors_hour_llava import HourLlavaErrors, HourLlavaInputError, VideoDecodeError
-from .frames_hour_llava import check_duration, check_features, check_frame_count
+from .frames_hour_llava import check_duration, check_frame_count
 from .memory_hour_llava import QUERY_POLICIES, memaug_query_mask, num_image_tokens, num_video_tokens
 from .video_processing_hour_llava import HourLlavaVideoProcessorKwargs, flatten_video_inputs, video_path
 
@@ -53,6 +54,8 @@ FEATURE_WIDTH = "feature_width"
 PAD_BACKGROUND = (127, 127, 127)  # the reference's expand2square colour, int(0.5 * 255)
 CHAT_TEMPLATE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chat_template.jinja")
 IMAGE_LAYOUTS = ("anyres", "pad")
+# The reason of the VideoDecodeError for a feature file extracted by another model (another tower width).
+FOREIGN_FEATURES_REASON = "feature file of another model"
 # Text that the chat template never writes, to find where a turn's content sits in a rendered probe.
 PROBE_QUESTION, PROBE_ANSWER = "HOURLLAVAPROBEQUESTION", "HOURLLAVAPROBEANSWER"
 
@@ -429,6 +432,9 @@ class HourLlavaProcessor(HourLlavaErrors, ProcessorMixin):
 
     @staticmethod
     def _check_feature_files(videos: list, processed, width: int) -> None:
+        """Each feature file's features must be this model's: the tower's width and a square patch grid. Refused
+        as a `VideoDecodeError` naming the file, with the reason `FOREIGN_FEATURES_REASON`. (Non-finite values are
+        refused by the model.)"""
         counts = [int(n) for n in processed["video_num_frames"]]
         flags = processed.get("video_is_features")
         flags = [True] * len(counts) if flags is None else [bool(f) for f in flags]
@@ -436,12 +442,16 @@ class HourLlavaProcessor(HourLlavaErrors, ProcessorMixin):
         for video, count, is_features in zip(videos, counts, flags, strict=True):
             if not is_features:
                 continue
-            name = video_path(video) or "video_features"
-            try:
-                check_features(processed["video_features"][start : start + count], width, "its features")
-            except HourLlavaInputError as error:
-                raise VideoDecodeError(name, f"feature file for another model: {error}") from error
+            features = processed["video_features"][start : start + count]
             start += count
+            side = math.isqrt(features.shape[1])
+            if features.shape[-1] != width or side * side != features.shape[1]:
+                raise VideoDecodeError(
+                    video_path(video) or "video_features",
+                    f"{FOREIGN_FEATURES_REASON}: features of width {features.shape[-1]} with {features.shape[1]} "
+                    f"tokens per frame, but this model's vision tower gives width {width} (vision_config.hidden_size) "
+                    "on a square patch grid; extract the features with this model",
+                )
 
     def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
         num_frames = int(video_inputs["video_num_frames"][video_idx])
@@ -583,6 +593,7 @@ def end_of_turn_token_ids(tokenizer_or_processor, generation_config=None) -> lis
 
 
 __all__ = [
+    "FOREIGN_FEATURES_REASON",
     "GEOMETRY_FIELDS",
     "HourLlavaProcessor",
     "TIME_INSTRUCTION",
