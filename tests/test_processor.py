@@ -393,19 +393,64 @@ def image_messages(count: int, seed: int) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
-def test_two_threads_interleaved_give_what_one_at_a_time_gives(processor, clip):
+def test_two_threads_interleaved_give_what_one_at_a_time_gives(tokenizer, model, clip):
+    """A call suspended half-way (inside ProcessorMixin.__call__, where it fetches its images) while another call
+    runs whole gives what it gives alone: no call leaves state on the processor. (A single image is
+    tiled and two are padded, so a layout kept on the instance would leak from one call into the other.)"""
+    import sys
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    # A single image is tiled (anyres) and two are padded: the layout is decided per call, never kept on the
-    # processor, so interleaved calls cannot swap it.
-    jobs = [image_messages(1 + i % 2, i) for i in range(12)] + [video_question(clip, "Q?")] * 2
+    resume, paused = threading.Event(), threading.Event()
+
+    class PausingImageProcessor(SiglipImageProcessor):
+        def fetch_images(self, images):
+            caller = sys._getframe(1).f_code.co_name
+            if threading.current_thread().name == "suspended" and caller == "prepare_inputs_layout":
+                paused.set()
+                assert resume.wait(timeout=120), "the other call did not finish"
+            return super().fetch_images(images)
+
+    processor = HourLlavaProcessor(
+        image_processor=PausingImageProcessor(size={"height": SIZE, "width": SIZE}),
+        tokenizer=tokenizer,
+        video_processor=HourLlavaVideoProcessor(size={"height": SIZE, "width": SIZE}),
+        token_geometry=HourLlavaProcessor.geometry_from_config(model.config),
+    )
+    one, two = image_messages(1, seed=1), image_messages(2, seed=2)
+    expected = {"one": encode(processor, one), "two": encode(processor, two)}
+    results = {}
+
+    def suspended():
+        results["one"] = encode(processor, one)
+
+    def other():
+        try:
+            results["two"] = encode(processor, two)
+        finally:
+            resume.set()
+
+    first = threading.Thread(target=suspended, name="suspended")
+    first.start()
+    assert paused.wait(timeout=120), "the first call never reached ProcessorMixin.prepare_inputs_layout"
+    second = threading.Thread(target=other, name="other")
+    second.start()
+    second.join(timeout=300)
+    first.join(timeout=300)
+    for name in ("one", "two"):
+        assert results[name].keys() == expected[name].keys(), name
+        for key in expected[name]:
+            assert torch.equal(results[name][key], expected[name][key]), (name, key)
+
+    # And many calls from a pool of two threads, images and videos mixed.
+    jobs = [image_messages(1 + i % 2, i) for i in range(8)] + [video_question(clip, "Q?")] * 2
     alone = [encode(processor, messages) for messages in jobs]
     with ThreadPoolExecutor(max_workers=2) as pool:
         together = list(pool.map(lambda messages: encode(processor, messages), jobs))
-    for one, other in zip(alone, together, strict=True):
-        assert one.keys() == other.keys()
-        for key in one:
-            assert torch.equal(one[key], other[key]), key
+    for one_call, other_call in zip(alone, together, strict=True):
+        assert one_call.keys() == other_call.keys()
+        for key in one_call:
+            assert torch.equal(one_call[key], other_call[key]), key
 
 
 def test_num_multimodal_tokens_equal_the_placeholders_written(processor, tokenizer, tmp_path):
