@@ -118,6 +118,20 @@ def ask(server: str, checkpoint: str, content) -> tuple[str, int]:
     return answer.choices[0].message.content, answer.usage.prompt_tokens
 
 
+def ask_streaming(server: str, checkpoint: str, content) -> str:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key="unused", timeout=300)
+    chunks = client.chat.completions.create(
+        model=checkpoint,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=MAX_NEW_TOKENS,
+        temperature=0,
+        stream=True,
+    )
+    return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+
+
 def generate_locally(checkpoint: str, content) -> tuple[str, int]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -149,10 +163,11 @@ def test_a_video_question_answers_as_generate_does_from_the_whole_video(server, 
         assert prompt_tokens == prompt_length, url  # 20 frames (1 per second), not the 32 transformers serve asks
 
 
-def test_a_text_question_answers_as_generate_does(server, checkpoint):
+def test_a_text_question_answers_as_generate_does_also_streamed(server, checkpoint):
     expected, prompt_length = generate_locally(checkpoint, "What colour is the square?")
     answer, prompt_tokens = ask(server, checkpoint, "What colour is the square?")
     assert (answer, prompt_tokens) == (expected, prompt_length)
+    assert ask_streaming(server, checkpoint, "What colour is the square?") == expected
 
 
 def test_a_bad_video_is_refused_with_its_reason(server, checkpoint, tmp_path):
