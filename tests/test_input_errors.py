@@ -428,3 +428,24 @@ def test_the_package_catches_what_a_remote_code_processor_raises(checkpoint, tmp
     )
     assert child.returncode == 0, child.stderr[-4000:]
     assert child.stdout.startswith("caught VideoDecodeError not a readable video container")
+
+
+def test_images_as_arrays_follow_the_same_rules(processor):
+    from PIL import Image
+
+    array = np.random.default_rng(3).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+
+    def pixels(image):
+        content = [{"type": "image", "image": image}, {"type": "text", "text": "Colour?"}]
+        return encode(processor, [{"role": "user", "content": content}])["pixel_values"]
+
+    expected = pixels(Image.fromarray(array))
+    for same in (
+        array,
+        array.astype(np.float32) / 255,
+        array.astype(np.int64),
+        torch.from_numpy(array).permute(2, 0, 1),
+    ):
+        assert torch.equal(pixels(same), expected)
+    with pytest.raises(HourLlavaInputError, match="negative values"):
+        pixels(array.astype(np.float32) / 127.5 - 1)
