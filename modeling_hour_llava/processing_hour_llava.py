@@ -148,7 +148,11 @@ def probe_turn_format(render, tokenizer) -> TurnFormat:
     answer = [{"role": "assistant", "content": [{"type": "text", "text": PROBE_ANSWER}]}]
     prompt, opened = render(user, False), render(user, True)
     if not opened.startswith(prompt) or opened == prompt:
-        raise HourLlavaInputError("the chat template writes no assistant header for add_generation_prompt=True")
+        raise HourLlavaInputError(
+            "the chat template writes no assistant header for add_generation_prompt=True, so the turn markers the "
+            "'training' MemAug query policy leaves out cannot be found; use a template that does, or "
+            "memaug_query_policy='all'"
+        )
     header_text = opened[len(prompt) :]
     conversation = render(user + answer, False)
     after = conversation.split(PROBE_ANSWER, 1)[1] if PROBE_ANSWER in conversation else ""
@@ -522,13 +526,14 @@ class HourLlavaProcessor(HourLlavaErrors, ProcessorMixin):
         ids = torch.as_tensor(input_ids)
         mask_in = torch.as_tensor(attention_mask) if attention_mask is not None else None
         policy = policy or self.memaug_query_policy
+        training = policy == "training"  # only this policy needs the turn markers
         mask = memaug_query_mask(
             ids,
             policy,
             [self.image_token_id, self.video_token_id],
             attention_mask=mask_in,
-            assistant_mask=self.assistant_turn_mask(ids) if policy == "training" else None,
-            excluded_token_ids=list(self.turn_format.markers),
+            assistant_mask=self.assistant_turn_mask(ids) if training else None,
+            excluded_token_ids=list(self.turn_format.markers) if training else None,
         ).long()
         return mask.tolist() if as_lists else mask
 
