@@ -299,6 +299,8 @@ def training_summary(trainer, started: float, trainable: dict[str, int]) -> dict
         "skipped_samples": totals["skipped_samples"],
         "cached_features_used": totals["cached_features_used"],
         "nonfinite_steps": trainer.nonfinite_steps,
+        "distributed_type": str(trainer.accelerator.distributed_type.value),
+        "num_processes": trainer.accelerator.num_processes,
         "losses": [log["loss"] for log in state.log_history if "loss" in log],
     }
 
