@@ -142,3 +142,15 @@ def test_the_readme_stage3_mixture_trains(data, tmp_path, batch_size):
     )  # fmt: skip
     assert summary["steps"] == 2 and summary["skipped_samples"] == {}
     assert 0 < summary["cached_features_used"] < summary["rows_drawn"] == 2 * int(batch_size)
+
+
+def test_non_finite_frames_are_found_whatever_tensor_holds_them(model_and_processor):
+    """Decoded frames are uint8 (never NaN); float frames (pixel_dtype="float32", images) and features are checked."""
+    from hour_llava_training.collator import NON_FINITE, HourLlavaDataCollator
+
+    collator = HourLlavaDataCollator(model_and_processor[1])
+    frames = torch.zeros(2, 3, 4, 4)
+    assert collator.media_problem({"pixel_values_videos": frames}) is None
+    frames[1, 0, 0, 0] = float("inf")
+    for key in ("pixel_values_videos", "pixel_values"):
+        assert collator.media_problem({key: frames})[0] == NON_FINITE
