@@ -6,15 +6,17 @@
         --dataset ./videomarathon-grouped:3 ./llava-video-178k:1 \
         --media_root /data/videos --feature_dir /data/features --output_dir ./hour-llava-s3
 
-    # The same on one CPU with a tiny random model (a smoke run):
-    python train.py --stage stage3 --tiny --dataset ./synthetic --media_root ./synthetic/videos \
-        --output_dir /tmp/run --max_steps 4
+    # The same on one CPU with a tiny random model and the synthetic data: docs/training.md, "Try it on a CPU".
 
 Every `SFTConfig` / `TrainingArguments` flag works (`--save_steps`, `--resume_from_checkpoint`, `--report_to
 tensorboard`, `--push_to_hub`, `--gradient_checkpointing`, `--bf16`, `--deepspeed`, ...). The stage sets what is
 trained and the defaults of the rest (learning rates, cosine schedule, 3% warmup, no weight decay, 1 epoch); a flag
 given on the command line wins. `--lr_mode released` trains every group at the one rate the released checkpoints
 actually got; `nominal` (default) uses the paper's per-module rates.
+
+Broken samples are skipped and counted (`--max_broken_fraction` stops a run with too many), steps with non-finite
+gradients are skipped (`--max_nonfinite_steps`), checkpoints count only when complete, and the final output appears
+whole or not at all (`hour_llava_training.trainer`, docs/training.md).
 """
 
 from __future__ import annotations
@@ -299,6 +301,8 @@ def training_summary(trainer, started: float, trainable: dict[str, int]) -> dict
         "skipped_samples": totals["skipped_samples"],
         "cached_features_used": totals["cached_features_used"],
         "nonfinite_steps": trainer.nonfinite_steps,
+        "distributed_type": str(trainer.accelerator.distributed_type.value),
+        "num_processes": trainer.accelerator.num_processes,
         "losses": [log["loss"] for log in state.log_history if "loss" in log],
     }
 

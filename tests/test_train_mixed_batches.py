@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_data import build_training_data, image_row, text_row, video_row
+from train_data import build_training_data, image_row, text_row, video_row, write_rows
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from dataset_builder.chat import clean_messages
@@ -94,3 +94,63 @@ def test_a_feature_file_of_another_model_is_refused_by_name(data, model_and_proc
     foreign = inputs["video_features"][..., :16]
     with pytest.raises(HourLlavaInputError, match="width 16.*another model"):
         model(**{**inputs, "video_features": foreign})
+
+
+def collated_rows(data) -> list[dict]:
+    """The README's stage-3 mixture in one batch: cached VideoMarathon features 3 : a decoded short video 1."""
+    cached, decoded = data["cached"], data["decoded"]
+    return [video_row(cached[0]), video_row(cached[1], answer="It stops."), video_row(decoded[0]), video_row(cached[0])]
+
+
+@pytest.mark.parametrize("batch_size", [2, 4])
+def test_a_mixed_batch_gives_the_loss_of_its_samples_one_by_one(data, model_and_processor, batch_size):
+    from hour_llava_training import HourLlavaDataCollator
+
+    model, processor = model_and_processor
+    collator = HourLlavaDataCollator(processor, media_root=data["media_root"], feature_dir=data["feature_dir"])
+    rows = collated_rows(data)[-batch_size:]
+    batch = collator(rows)
+    kinds = batch["video_is_features"].tolist()
+    assert True in kinds and False in kinds
+    with torch.no_grad():
+        together = model(**batch).loss
+        sums, counts = [], []
+        for row in rows:
+            alone = collator([row])
+            tokens = int((alone["labels"][:, 1:] != -100).sum())
+            sums.append(model(**alone).loss * tokens)
+            counts.append(tokens)
+    torch.testing.assert_close(together, sum(sums) / sum(counts), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch_size", ["2", "4"])
+def test_the_readme_stage3_mixture_trains(data, tmp_path, batch_size):
+    from hour_llava_training import cli as train
+
+    long = write_rows(
+        tmp_path / "long", [video_row(video, id=f"long-{i}") for i, video in enumerate(data["cached"] * 12)]
+    )
+    short = [video_row(video, id=f"short-{i}") for i, video in enumerate(data["decoded"] * 6)]
+    short = write_rows(tmp_path / "short", short)
+    summary = train.main(
+        [
+            "--stage", "stage3", "--model_name_or_path", data["model"], "--dataset", f"{long}:3", f"{short}:1",
+            "--media_root", data["media_root"], "--feature_dir", data["feature_dir"], "--output_dir",
+            str(tmp_path / "out"), "--per_device_train_batch_size", batch_size, "--max_steps", "2",
+            "--save_strategy", "no", "--use_cpu", "--report_to", "none",
+        ]
+    )  # fmt: skip
+    assert summary["steps"] == 2 and summary["skipped_samples"] == {}
+    assert 0 < summary["cached_features_used"] < summary["rows_drawn"] == 2 * int(batch_size)
+
+
+def test_non_finite_frames_are_found_whatever_tensor_holds_them(model_and_processor):
+    """Decoded frames are uint8 (never NaN); float frames (pixel_dtype="float32", images) and features are checked."""
+    from hour_llava_training.collator import NON_FINITE, HourLlavaDataCollator
+
+    collator = HourLlavaDataCollator(model_and_processor[1])
+    frames = torch.zeros(2, 3, 4, 4)
+    assert collator.media_problem({"pixel_values_videos": frames}) is None
+    frames[1, 0, 0, 0] = float("inf")
+    for key in ("pixel_values_videos", "pixel_values"):
+        assert collator.media_problem({key: frames})[0] == NON_FINITE

@@ -259,3 +259,47 @@ def test_broken_samples_are_counted_over_processes_and_workers(data, tmp_path):
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert summary["skipped_samples"] == dict.fromkeys(data["broken"], 1)
     assert summary["rows_drawn"] == len(rows)
+
+
+class Payload:
+    """Unpickling this runs code (it would create `path`): what a hostile optimizer.pt could hold."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_resume_files_are_never_unpickled_beyond_weights_only(data, tmp_path):
+    from hour_llava_training.checkpoints import write_marker
+
+    rows = data["good"]
+    output = tmp_path / "run"
+    run(data, rows, output, "--per_device_train_batch_size", "1", "--max_steps", "1", "--save_steps", "1")
+    sentinel = tmp_path / "code-ran"
+    torch.save({"state": Payload(str(sentinel))}, output / "checkpoint-1" / "optimizer.pt")
+    write_marker(str(output / "checkpoint-1"), 1)  # a complete checkpoint, as far as sizes go
+    with pytest.raises(Exception, match="Weights only load failed|weights_only"):
+        run(data, rows, output, "--per_device_train_batch_size", "1", "--max_steps", "2",
+            "--resume_from_checkpoint", "auto")  # fmt: skip
+    assert not sentinel.exists()
+
+
+def test_an_older_checkpoint_is_rotated_away_only_once_the_new_one_is_complete(data, tmp_path, monkeypatch):
+    from hour_llava_training import trainer as trainer_module
+
+    rows = data["good"]
+    output = tmp_path / "run"
+    real_write_marker = trainer_module.write_marker
+
+    def die_on_step_2(folder, step, extra=None):
+        if step == 2:
+            raise KeyboardInterrupt("killed before the marker of checkpoint-2")
+        return real_write_marker(folder, step, extra)
+
+    monkeypatch.setattr(trainer_module, "write_marker", die_on_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(data, rows, output, "--per_device_train_batch_size", "1", "--max_steps", "3", "--save_steps", "1",
+            "--save_total_limit", "1")  # fmt: skip
+    assert (output / "checkpoint-1" / MARKER).is_file() and not (output / "checkpoint-2" / MARKER).exists()

@@ -661,6 +661,24 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
                     "data_collator=hour_llava_training.HourLlavaDataCollator(processor) for TRL's SFTTrainer"
                 )
 
+    def _weights_sharded(self) -> bool:
+        """Whether FSDP2 (`fully_shard` modules) or DeepSpeed ZeRO-3 (`ds_id` parameters) shards the weights: each
+        process then gathers a layer's weights together with the others, so every process must run the same layers
+        in every forward, whatever kinds of samples its own batch holds."""
+        try:
+            from torch.distributed.fsdp import FSDPModule
+        except ImportError:  # a torch without FSDP2
+            FSDPModule = ()  # noqa: N806
+        return any(isinstance(module, FSDPModule) for module in self.modules()) or hasattr(self.image_newline, "ds_id")
+
+    def _run_tower_on_nothing(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """A batch without frames (cached features, text) under sharded weights: one blank frame through the vision
+        tower, added times 0, so this process joins the tower's weight gathers (and, when the tower trains, its
+        gradient reduction) with the processes whose batches decode videos."""
+        size = self.config.vision_config.image_size
+        blank = torch.zeros(1, 3, size, size, dtype=torch.uint8, device=inputs_embeds.device)
+        return inputs_embeds + 0.0 * self.vision_features(blank).sum().to(inputs_embeds.dtype)
+
     def _keep_multimodal_parameters_in_graph(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """A text-only training batch adds 0 x (projector, newline, MemAug on one token), so DDP and ZeRO see those
         parameters used, at the cost of one token instead of a dummy image through the tower."""
@@ -725,8 +743,10 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         else:
             if input_ids is not None and (past_key_values is None or past_key_values.get_seq_length() == 0):
                 self._refuse_placeholders_without_media(input_ids)
-            if self.training and torch.is_grad_enabled() and past_key_values is None:
+            if (self.training and torch.is_grad_enabled() or self._weights_sharded()) and past_key_values is None:
                 inputs_embeds = self._keep_multimodal_parameters_in_graph(inputs_embeds)
+        if pixel_values is None and pixel_values_videos is None and past_key_values is None and self._weights_sharded():
+            inputs_embeds = self._run_tower_on_nothing(inputs_embeds)
 
         outputs = self.language_model(
             attention_mask=attention_mask,
