@@ -4,11 +4,12 @@
 
 `transformers serve --trust-remote-code` (transformers 5.23) cannot serve a remote-code model: it loads a model that
 is not a multimodal-LM of the library by `getattr(transformers, config.architectures[0])`, which fails with
-`AttributeError: module transformers has no attribute HourLlavaForConditionalGeneration`, and it would then refuse
-the model as of "Unknown modality" (`tests/test_serve.py` shows both). This module runs that same server (FastAPI +
-uvicorn, the same endpoints, streaming, OpenAI-compatible requests and answers) with its model manager taught two
-things: a checkpoint whose architecture transformers does not have loads through `AutoModelForImageTextToText`
-(remote code trusted, since that is what the checkpoint is), and Hour-LLaVA is a vision-language model. It also makes
+`AttributeError: module transformers has no attribute HourLlavaForConditionalGeneration` (`tests/test_serve.py`
+shows it), and past that it refuses the model with "Unknown modality" (seen by patching the loader alone). This
+module runs that same server (FastAPI + uvicorn, the same endpoints, streaming, OpenAI-compatible requests and
+answers) with its model manager taught two things: a checkpoint whose architecture transformers does not have loads
+through `AutoModelForImageTextToText` (remote code trusted, since that is what the checkpoint is), and Hour-LLaVA is
+a vision-language model. It also makes
 videos follow Hour-LLaVA's rule: `transformers serve` asks every processor for `num_frames=32`, which the video
 processor refuses (a fixed count would drop most of an hour), so the server's default chat-template kwargs set
 `num_frames` to None and each `video_url` (a local path or a `file://` URL) is read whole, at 1 frame per second.
