@@ -6,15 +6,17 @@
         --dataset ./videomarathon-grouped:3 ./llava-video-178k:1 \
         --media_root /data/videos --feature_dir /data/features --output_dir ./hour-llava-s3
 
-    # The same on one CPU with a tiny random model (a smoke run):
-    python train.py --stage stage3 --tiny --dataset ./synthetic --media_root ./synthetic/videos \
-        --output_dir /tmp/run --max_steps 4
+    # The same on one CPU with a tiny random model and the synthetic data: docs/training.md, "Try it on a CPU".
 
 Every `SFTConfig` / `TrainingArguments` flag works (`--save_steps`, `--resume_from_checkpoint`, `--report_to
 tensorboard`, `--push_to_hub`, `--gradient_checkpointing`, `--bf16`, `--deepspeed`, ...). The stage sets what is
 trained and the defaults of the rest (learning rates, cosine schedule, 3% warmup, no weight decay, 1 epoch); a flag
 given on the command line wins. `--lr_mode released` trains every group at the one rate the released checkpoints
 actually got; `nominal` (default) uses the paper's per-module rates.
+
+Broken samples are skipped and counted (`--max_broken_fraction` stops a run with too many), steps with non-finite
+gradients are skipped (`--max_nonfinite_steps`), checkpoints count only when complete, and the final output appears
+whole or not at all (`hour_llava_training.trainer`, docs/training.md).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,11 +40,16 @@ from trl import SFTConfig
 from dataset_builder.chat import CHAT_FEATURES, modality_of
 from dataset_builder.mixtures import build_mixture
 from hour_llava_testing.tiny_model import write_tiny_checkpoint
-from hour_llava_training import STAGES, HourLlavaCollator, HourLlavaSFTTrainer, apply_stage
-from hour_llava_training.stages import LR_MODES, MODULE_GROUPS, module_group
+from hour_llava_training import STAGES, HourLlavaDataCollator, HourLlavaSFTTrainer, apply_stage
+from hour_llava_training.checkpoints import MARKER, checkpoint_problem, latest_complete_checkpoint, publish
+from hour_llava_training.model_card import ModelCardInfo, base_model_license
+from hour_llava_training.stages import LR_MODES, MODULE_GROUPS, module_group, parameter_groups
+from hour_llava_training.trainer import STAGING
+from modeling_hour_llava.convert import PICKLE_SUFFIXES
 
 logger = logging.getLogger("train")
 MERGED_DIR = "merged"
+SUMMARY_NAME = "training_summary.json"
 
 
 @dataclass
@@ -76,35 +84,36 @@ class HourLlavaArguments:
         default=False, metadata={"help": f"also write the LoRA-merged model to OUTPUT_DIR/{MERGED_DIR}"}
     )
     tiny_min_frames: int = field(default=128, metadata={"help": "with --tiny: the fewest frames a video gives"})
-
-
-def latest_complete_checkpoint(output_dir: str) -> str | None:
-    """The newest `checkpoint-N` whose `trainer_state.json` (the Trainer writes it last) is whole and says step N.
-
-    A run killed while saving leaves a checkpoint without it (or with a torn one); that checkpoint is passed over.
-    """
-    if not os.path.isdir(output_dir):
-        return None
-    steps = sorted(
-        (int(name.split("-")[1]) for name in os.listdir(output_dir) if name.split("-")[-1].isdigit()),
-        reverse=True,
+    max_broken_fraction: float = field(
+        default=0.01,
+        metadata={
+            "help": "broken samples (undecodable video, broken feature file, bad path, ...) are skipped and counted; "
+            "the run stops, naming them, once more than this fraction of the run's samples were broken"
+        },
     )
-    for step in steps:
-        folder = os.path.join(output_dir, f"checkpoint-{step}")
-        try:
-            with open(os.path.join(folder, "trainer_state.json")) as handle:
-                if json.load(handle).get("global_step") == step:
-                    return folder
-        except (OSError, ValueError):
-            logger.warning("passing over incomplete checkpoint %s", folder)
-    return None
+    max_nonfinite_steps: int = field(
+        default=8,
+        metadata={"help": "steps with NaN/inf gradients are skipped (no weight changes); more than this many stop"},
+    )
+    allow_pickle: bool = field(
+        default=False,
+        metadata={"help": "also load .bin (pickle) model weights (torch.load(weights_only=True)); else safetensors"},
+    )
 
 
 def resolve_resume(value: str | None, output_dir: str) -> str | None:
-    """`--resume_from_checkpoint auto` (or `true`/`last`): the latest complete checkpoint, or a fresh start."""
-    if value is None or str(value).lower() not in ("auto", "true", "last"):
-        return value
-    return latest_complete_checkpoint(output_dir)
+    """`--resume_from_checkpoint auto` (or `true`/`last`): the latest complete checkpoint (torn ones passed over), or
+    a fresh start. A named checkpoint must be complete (one without a marker, from an older version, is trusted)."""
+    if value is None:
+        return None
+    if str(value).lower() in ("auto", "true", "last"):
+        return latest_complete_checkpoint(output_dir)
+    problem = checkpoint_problem(value)
+    if problem and os.path.isfile(os.path.join(value, MARKER)):
+        raise ValueError(f"--resume_from_checkpoint {value}: incomplete checkpoint ({problem}); pick another")
+    if problem:
+        logger.warning("resuming from %s without a completion marker (%s)", value, problem)
+    return value
 
 
 def stage_defaults(stage_name: str) -> dict:
@@ -198,10 +207,26 @@ def load_model_and_processor(script_args: HourLlavaArguments, config: SFTConfig)
         with PartialState().main_process_first():
             if PartialState().is_main_process and not os.path.isfile(os.path.join(path, "config.json")):
                 write_tiny_checkpoint(path, seed=config.seed, video_min_frames=script_args.tiny_min_frames)
+    refuse_pickled_weights(path, script_args.allow_pickle)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=True, dtype=dtype)
+    model = AutoModelForImageTextToText.from_pretrained(
+        path, trust_remote_code=True, dtype=dtype, use_safetensors=None if script_args.allow_pickle else True
+    )
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
     return model, processor
+
+
+def refuse_pickled_weights(path: str, allow_pickle: bool) -> None:
+    """A local checkpoint with only `.bin` / `.pt` weights (pickles) loads only with `--allow_pickle`."""
+    if allow_pickle or not os.path.isdir(path):
+        return
+    names = os.listdir(path)
+    pickles = [name for name in names if name.endswith(PICKLE_SUFFIXES)]
+    if pickles and not any(name.endswith(".safetensors") for name in names):
+        raise ValueError(
+            f"{path} holds pickled weights ({', '.join(pickles)}) and no "
+            "safetensors; convert them (modeling_hour_llava.convert) or pass --allow_pickle if you trust the files"
+        )
 
 
 def peft_config(script_args: HourLlavaArguments):
@@ -236,8 +261,11 @@ def save_merged(trainer, processor, folder: str) -> None:
     if not trainer.is_world_process_zero():
         return
     merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-    merged.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    staging = f"{folder}{STAGING}"
+    shutil.rmtree(staging, ignore_errors=True)
+    merged.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    publish(staging, folder)
     logger.info("merged LoRA model written to %s", folder)
 
 
@@ -249,14 +277,17 @@ def peak_memory_mb() -> dict[str, float]:
     return peaks
 
 
-def write_summary(trainer, started: float, trainable: dict[str, int], output_dir: str) -> dict:
-    """`training_summary.json` (atomic, main process): steps, tokens (non-padding, all processes), time, speed,
-    peak memory (this process), trainable parameters, skipped samples and cache hits (this process's collator), and
-    the loss curve. The training speed covers this run's steps (a resumed run's tokens include the earlier ones)."""
+def training_summary(trainer, started: float, trainable: dict[str, int]) -> dict:
+    """What `training_summary.json` holds: steps, tokens (non-padding, all processes), time, speed, peak memory (this
+    process), trainable parameters, rows drawn, skipped samples by reason and cached features used (all processes and
+    workers, the run before a resume included), steps skipped for non-finite gradients, and the loss curve. The
+    training speed covers this run's steps (a resumed run's tokens include the earlier ones). A collective: every
+    process calls it."""
     state = trainer.state
     train_log = next((log for log in reversed(state.log_history) if "train_runtime" in log), {})
     train_seconds = train_log.get("train_runtime")
-    summary = {
+    totals = trainer.report_totals()
+    return {
         "steps": state.global_step,
         "epochs": state.epoch,
         "tokens_seen": state.num_input_tokens_seen,
@@ -266,16 +297,48 @@ def write_summary(trainer, started: float, trainable: dict[str, int], output_dir
         "train_tokens_per_second": state.num_input_tokens_seen / train_seconds if train_seconds else None,
         **peak_memory_mb(),
         "trainable_parameters": trainable,
-        "skipped_samples": dict(getattr(trainer.data_collator, "skipped", {})),
-        "cached_features_used": getattr(trainer.data_collator, "feature_hits", 0),
+        "rows_drawn": totals["rows"],
+        "skipped_samples": totals["skipped_samples"],
+        "cached_features_used": totals["cached_features_used"],
+        "nonfinite_steps": trainer.nonfinite_steps,
+        "distributed_type": str(trainer.accelerator.distributed_type.value),
+        "num_processes": trainer.accelerator.num_processes,
         "losses": [log["loss"] for log in state.log_history if "loss" in log],
     }
-    if trainer.is_world_process_zero():
-        tmp = os.path.join(output_dir, ".training_summary.json.tmp")
-        with open(tmp, "w") as handle:
-            json.dump(summary, handle, indent=2)
-        os.replace(tmp, os.path.join(output_dir, "training_summary.json"))
-    return summary
+
+
+def model_card_info(script_args: HourLlavaArguments, config: SFTConfig, stage, model) -> ModelCardInfo:
+    """What the output's model card says about this run (`hour_llava_training.model_card`)."""
+    base = script_args.model_name_or_path or "a tiny random Hour-LLaVA (--tiny)"
+    groups = parameter_groups(model, stage, script_args.lr_mode, config.learning_rate)
+    rates = {f"learning rate ({group['group_name']})": group["lr"] for group in groups}
+    hyperparameters = {
+        "stage": f"{stage.name} (--lr_mode {script_args.lr_mode})",
+        **rates,
+        "schedule": f"{config.lr_scheduler_type}, warmup {config.warmup_steps}",
+        "epochs / max steps": f"{config.num_train_epochs} / {config.max_steps}",
+        "batch": f"{config.per_device_train_batch_size} per device x {config.gradient_accumulation_steps} "
+        f"accumulation x {config.world_size} processes",
+        "max grad norm": config.max_grad_norm,
+        "weight decay": config.weight_decay,
+        "precision": "bf16" if config.bf16 else "fp16" if config.fp16 else "fp32",
+        "seed": config.seed,
+    }
+    if script_args.use_peft:
+        lora = script_args
+        hyperparameters["LoRA"] = f"r {lora.lora_r}, alpha {lora.lora_alpha}, dropout {lora.lora_dropout}"
+    merged = script_args.use_peft and script_args.merge_lora
+    output = os.path.abspath(os.path.join(config.output_dir, MERGED_DIR) if merged else config.output_dir)
+    return ModelCardInfo(
+        base_model=base,
+        stage=stage.name,
+        stage_description=stage.description,
+        datasets=[parse_dataset_spec(spec) for spec in script_args.dataset],
+        trainable=trainable_counts(model),
+        hyperparameters=hyperparameters,
+        model_id=config.hub_model_id if config.push_to_hub and config.hub_model_id else output,
+        license=base_model_license(script_args.model_name_or_path) if script_args.model_name_or_path else "other",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -291,7 +354,8 @@ def main(argv: list[str] | None = None) -> dict:
     trainable = apply_stage(model, stage)
     logger.info("%s (%s): trainable %s", stage.name, stage.description, {g: trainable[g] for g in MODULE_GROUPS})
 
-    # Data: chat rows, mixed by weight; the collator decodes (or reads cached features) and masks the labels.
+    # Data: chat rows, mixed by weight; the collator decodes (or reads cached features), masks the labels and skips
+    # (and counts) broken samples.
     train_dataset = load_mixture(
         script_args.dataset,
         script_args.dataset_split,
@@ -299,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
         config.seed,
         script_args.max_train_samples,
     )
-    collator = HourLlavaCollator(processor, media_root=script_args.media_root, feature_dir=script_args.feature_dir)
+    collator = HourLlavaDataCollator(processor, media_root=script_args.media_root, feature_dir=script_args.feature_dir)
 
     # Train.
     trainer = HourLlavaSFTTrainer(
@@ -311,13 +375,18 @@ def main(argv: list[str] | None = None) -> dict:
         peft_config=peft_config(script_args),
         stage=stage,
         lr_mode=script_args.lr_mode,
+        max_broken_fraction=script_args.max_broken_fraction,
+        max_nonfinite_steps=script_args.max_nonfinite_steps,
     )
     trainable = trainable_counts(trainer.model)  # after PEFT wrapped the model (LoRA adapters, frozen base)
+    trainer.model_card = model_card_info(script_args, config, stage, trainer.model)
     trainer.train(resume_from_checkpoint=resolve_resume(config.resume_from_checkpoint, config.output_dir))
 
-    # Save a complete checkpoint (weights or adapter, config, remote code, processor), pushed if asked; then merged.
+    # The final output, published whole (weights or adapter, config, remote code, processor, model card, summary);
+    # pushed if asked; then merged.
+    summary = training_summary(trainer, started, trainable)
+    trainer.final_files = {SUMMARY_NAME: summary}
     trainer.save_model(config.output_dir)
-    summary = write_summary(trainer, started, trainable, config.output_dir)
     logger.info("done: %s", json.dumps(summary))
     if config.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset)

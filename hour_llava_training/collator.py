@@ -1,21 +1,35 @@
-"""Chat rows -> model inputs with assistant-only labels, robust to broken videos.
+"""Chat rows -> model inputs with assistant-only labels; a broken sample is skipped and counted, never fatal.
 
-Rows follow `dataset_builder.chat` (`{"messages": [{"role", "content": [{"type", "text" | "path"}]}]}`). Relative
-media paths resolve against `media_root`; a video with a cached memory-repository file in `feature_dir` is read from
-there instead of being decoded. The cache follows `dataset_builder.extract_features` (run over `media_root`):
-`synthetic/video_0000.mp4` -> `<feature_dir>/synthetic/video_0000.safetensors`, the same file
-`dataset_builder.mixtures.videomarathon_chat(feature_root=...)` points rows at (those count as cached too).
+    trainer = SFTTrainer(model, args=SFTConfig(..., remove_unused_columns=False, max_length=None,
+                                                dataset_kwargs={"skip_prepare_dataset": True}),
+                         train_dataset=rows, processing_class=processor,
+                         data_collator=HourLlavaDataCollator(processor, media_root="videos"))
+
+Rows follow `dataset_builder.chat` (`{"messages": [{"role", "content": [{"type", "text" | "path"}]}]}`). One batch may
+mix every kind of sample: cached feature files, decoded videos, images and text-only rows; the processor returns
+each kind in its own tensor and the model routes each video by `video_is_features`.
+
+Paths follow the dataset builders' rule (`dataset_builder.media.resolve_under_root`): a relative path resolves under
+`media_root` (the working directory if none is given) and may not leave it (`..`, symlinks); an absolute path must
+lie under `media_root` or `feature_dir` when either is given. A video with a cached memory-repository file in
+`feature_dir` is read from there instead of being decoded; the cache follows `dataset_builder.extract_features`
+(run over `media_root`): `synthetic/video_0000.mp4` -> `<feature_dir>/synthetic/video_0000.safetensors`, the same
+file `dataset_builder.mixtures.videomarathon_chat(feature_root=...)` points rows at.
+
 Labels are the input ids where the processor's `{% generation %}` marks say "assistant", -100 elsewhere (padding
 included).
 
-A sample whose video cannot be decoded is dropped from its batch and counted (`skipped`, by reason); a batch with
-nothing left is replaced by the last good sample with every label ignored, so the step still runs (the same number
-of steps on every process) and teaches nothing.
+A sample that cannot be used is dropped from its batch and counted under one of `SKIP_REASONS`: no assistant turn,
+a media block without a path, a path outside its root, a missing file, an undecodable video, a broken or foreign
+feature file, non-finite features or frames, or anything else the processor refuses for that sample alone. A batch
+with nothing left becomes one text-only sample whose labels are all ignored, so the step still runs (the same number
+of steps on every process) and teaches nothing. The collator keeps its own counts (`skipped`, `feature_hits`) and,
+with `report_in_batch=True` (set by `HourLlavaSFTTrainer`), also puts them in the batch under `REPORT_KEY`, so they
+survive data-loader worker processes: the trainer takes them out before the forward and sums them.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections import Counter
@@ -23,59 +37,143 @@ from collections import Counter
 import torch
 
 from dataset_builder.chat import clean_messages
-from dataset_builder.extract_features import FEATURE_SUFFIX, feature_name
+from dataset_builder.extract_features import feature_name
+from dataset_builder.media import ESCAPES_ROOT, MISSING, UNREADABLE, MediaPathError, resolve_under_root
+from modeling_hour_llava.errors_hour_llava import VideoDecodeError
+from modeling_hour_llava.features_hour_llava import FEATURE_SUFFIXES
+from modeling_hour_llava.processing_hour_llava import FOREIGN_FEATURES_REASON
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 MEDIA_TYPES = ("video", "image")
+REPORT_KEY = "hour_llava_report"
+
+# Why a sample was skipped: stable strings (training_summary.json and the log count by them).
+EMPTY_CONVERSATION = "empty_conversation"
+MISSING_PATH = "missing_path"
+UNDECODABLE_VIDEO = "undecodable_video"
+BROKEN_FEATURES = "broken_feature_file"
+FOREIGN_FEATURES = "foreign_feature_file"
+NON_FINITE = "non_finite_media"
+UNPROCESSABLE = "unprocessable_sample"
+SKIP_REASONS = (
+    EMPTY_CONVERSATION,
+    MISSING_PATH,
+    ESCAPES_ROOT,
+    MISSING,
+    UNREADABLE,
+    UNDECODABLE_VIDEO,
+    BROKEN_FEATURES,
+    FOREIGN_FEATURES,
+    NON_FINITE,
+    UNPROCESSABLE,
+)
+# The processor's float media tensors, checked for NaN / inf (uint8 frames cannot hold them).
+FLOAT_MEDIA_KEYS = ("pixel_values", "pixel_values_videos", "video_features")
+# What a batch with no usable sample trains on: one text-only turn, every label ignored.
+NOTHING_TO_LEARN = [
+    {"role": "user", "content": [{"type": "text", "text": "."}]},
+    {"role": "assistant", "content": [{"type": "text", "text": "."}]},
+]
 
 
-class HourLlavaCollator:
-    """Build a training batch from chat rows with `HourLlavaProcessor.apply_chat_template`.
+class SampleError(ValueError):
+    """A row that cannot be trained on: `reason` (one of `SKIP_REASONS`) and a detail naming the file or field."""
 
-    processor: an `HourLlavaProcessor`. media_root: folder that relative media paths are under. feature_dir: folder
-    of cached memory repositories mirroring the media paths. processor_kwargs: extra video/image processor options.
+    def __init__(self, reason: str, detail: str):
+        self.reason, self.detail = reason, detail
+        super().__init__(f"{reason}: {detail}")
+
+
+def row_name(row: dict, index: int) -> str:
+    """How the log and errors name a row: `dataset/id` where the row has them."""
+    name = str(row.get("id", f"#{index} of its batch"))
+    return f"{row['dataset']}/{name}" if row.get("dataset") else name
+
+
+class HourLlavaDataCollator:
+    """Build a training batch from chat rows with `HourLlavaProcessor.apply_chat_template`, skipping broken samples.
+
+    processor: an `HourLlavaProcessor`. media_root: folder that relative media paths are under (and may not leave).
+    feature_dir: folder of cached memory repositories mirroring the video paths under `media_root`.
+    processor_kwargs: extra video/image processor options. feature_width: the vision tower's width (the model's
+    `vision_config.hidden_size`); a feature file of another width is skipped as foreign (`HourLlavaSFTTrainer` fills
+    it from the model). report_in_batch: also return what was skipped under `REPORT_KEY` (for
+    `HourLlavaSFTTrainer`, which removes it before the forward; leave it off with another trainer).
     """
 
     def __init__(
         self,
         processor,
-        media_root: str | None = None,
-        feature_dir: str | None = None,
+        media_root: str | os.PathLike | None = None,
+        feature_dir: str | os.PathLike | None = None,
         processor_kwargs: dict | None = None,
+        feature_width: int | None = None,
+        report_in_batch: bool = False,
     ):
         self.processor = processor
-        self.media_root = media_root
-        self.feature_dir = feature_dir
+        self.media_root = os.fspath(media_root) if media_root is not None else None
+        self.feature_dir = os.fspath(feature_dir) if feature_dir is not None else None
         self.processor_kwargs = dict(processor_kwargs or {})
+        self.feature_width = feature_width
+        self.report_in_batch = report_in_batch
         self.skipped: Counter[str] = Counter()
         self.feature_hits = 0
-        self._fallback: list[dict] | None = None
+
+    # -------------------------------------------------------------------------------------------------------------
+    # Rows -> conversations with checked paths
+    # -------------------------------------------------------------------------------------------------------------
+    def confine(self, path: str, what: str) -> str:
+        """`path` resolved under its root (the builders' rule); SampleError if it leaves it."""
+        if not os.path.isabs(path):
+            root = self.media_root or os.getcwd()
+            try:
+                return resolve_under_root(root, path, what=what)
+            except MediaPathError as error:
+                raise SampleError(ESCAPES_ROOT, str(error)) from error
+        roots = [root for root in (self.media_root, self.feature_dir) if root]
+        for root in roots:
+            try:
+                return resolve_under_root(root, os.path.relpath(path, root), what=what)
+            except MediaPathError:
+                continue
+        if roots:
+            raise SampleError(ESCAPES_ROOT, f"{what} {path!r} lies outside {' and '.join(map(repr, roots))}")
+        return path
 
     def resolve(self, block: dict) -> dict:
-        """One media block with its path made absolute, or pointed at a cached feature file."""
-        path = block["path"]
-        relative = not os.path.isabs(path)
-        if block["type"] == "video" and path.endswith(FEATURE_SUFFIX):
-            self.feature_hits += 1  # rows built on the cache already (videomarathon_chat with feature_root)
-        elif block["type"] == "video" and self.feature_dir and relative:
-            cached = os.path.join(self.feature_dir, feature_name(path))
-            if os.path.isfile(cached):
-                self.feature_hits += 1
-                return {**block, "path": cached}
-        if relative and self.media_root:
-            path = os.path.join(self.media_root, path)
+        """One media block with its path checked and made absolute, pointed at a cached feature file where one exists,
+        and images opened (a broken image is found here, by name)."""
+        kind, path = block["type"], block.get("path")
+        if not path:
+            raise SampleError(MISSING_PATH, f"a {kind} block without a path")
+        path = self.confine(os.fspath(path), f"{kind} path")
+        if kind == "video" and self.feature_dir and not path.endswith(FEATURE_SUFFIXES):
+            relative = os.path.relpath(path, os.path.realpath(self.media_root or os.getcwd()))
+            cached = os.path.join(self.feature_dir, feature_name(relative))
+            if not relative.startswith(os.pardir) and os.path.isfile(cached):
+                path = cached
+        if not os.path.isfile(path):
+            raise SampleError(MISSING, f"{path}: no such file")
+        if kind == "image":
+            return {"type": "image", "image": open_image(path)}
         return {**block, "path": path}
 
     def conversation(self, row: dict) -> list[dict]:
-        messages = clean_messages(row["messages"])
+        """A row's messages ready for the chat template; SampleError if it cannot be trained on."""
+        messages = row.get("messages")
+        if not messages or not any(message.get("role") == "assistant" for message in messages):
+            raise SampleError(EMPTY_CONVERSATION, "no assistant turn to learn from")
+        messages = clean_messages([{**message, "content": message.get("content") or []} for message in messages])
         for message in messages:
             message["content"] = [
-                self.resolve(block) if block["type"] in MEDIA_TYPES and "path" in block else block
-                for block in message["content"]
+                self.resolve(block) if block["type"] in MEDIA_TYPES else block for block in message["content"]
             ]
         return messages
 
+    # -------------------------------------------------------------------------------------------------------------
+    # Conversations -> a batch, sample by sample where the batch fails
+    # -------------------------------------------------------------------------------------------------------------
     def encode(self, conversations: list[list[dict]]) -> dict:
         batch = self.processor.apply_chat_template(
             conversations,
@@ -91,29 +189,100 @@ class HourLlavaCollator:
         batch["labels"] = labels
         return dict(batch)
 
-    def __call__(self, rows: list[dict]) -> dict:
-        from modeling_hour_llava.video_loading_hour_llava import VideoDecodeError
+    def media_problem(self, batch: dict) -> tuple[str, str] | None:
+        """(reason, detail) if the batch's media cannot be trained on: non-finite values, or features that are not
+        this model's (width, or a patch grid that is neither the tower's nor the memory's)."""
+        features = batch.get("video_features")
+        if features is not None:
+            geometry = self.processor.token_geometry
+            grids = {geometry["vision_grid_size"] ** 2, geometry["memory_pool_size"] ** 2}
+            if self.feature_width is not None and features.shape[-1] != self.feature_width:
+                width = self.feature_width
+                return FOREIGN_FEATURES, f"features of width {features.shape[-1]}; this model's tower gives {width}"
+            if features.shape[1] not in grids:
+                return FOREIGN_FEATURES, f"{features.shape[1]} tokens per frame; this model reads {sorted(grids)}"
+        for key in FLOAT_MEDIA_KEYS:
+            tensor = batch.get(key)
+            if tensor is not None and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                return NON_FINITE, f"{key} holds NaN or infinite values"
+        return None
 
-        conversations = [self.conversation(row) for row in rows]
-        while conversations:
-            try:
-                batch = self.encode(conversations)
-            except VideoDecodeError as error:
-                kept = [c for c in conversations if not _uses(c, error.path)]
-                if len(kept) == len(conversations):
-                    raise
-                self.skipped[error.reason.split(" (")[0]] += len(conversations) - len(kept)
-                logger.warning("skipping %d sample(s): %s", len(conversations) - len(kept), error)
-                conversations = kept
-                continue
-            self._fallback = copy.deepcopy(conversations[:1])
-            return batch
-        if self._fallback is None:
-            raise RuntimeError("every sample of the first batch has a broken video; nothing to train on")
-        batch = self.encode(self._fallback)
+    def sample_problem(self, conversation: list[dict]) -> tuple[str, str] | None:
+        """Why one conversation cannot be encoded on its own, or None."""
+        try:
+            batch = self.encode([conversation])
+        except VideoDecodeError as error:
+            if error.reason.startswith(FOREIGN_FEATURES_REASON):
+                return FOREIGN_FEATURES, str(error)
+            return (BROKEN_FEATURES if error.path.endswith(FEATURE_SUFFIXES) else UNDECODABLE_VIDEO), str(error)
+        except Exception as error:  # the processor raises many types; one sample's failure must not end the run
+            return UNPROCESSABLE, f"{type(error).__name__}: {error}"
+        problem = self.media_problem(batch)
+        return problem and (problem[0], f"{', '.join(media_paths(conversation))}: {problem[1]}")
+
+    def encode_samples(self, samples: list[tuple[str, list[dict]]]) -> tuple[dict | None, list[dict]]:
+        """(batch of the usable samples or None, skipped entries). The whole batch is encoded at once; only when
+        that fails, or its media are unusable, is each sample tried alone to find the broken ones."""
+        if not samples:
+            return None, []
+        batch_error = None
+        try:
+            batch = self.encode([conversation for _, conversation in samples])
+            if self.media_problem(batch) is None:
+                return batch, []
+        except Exception as error:  # the broken sample is found sample by sample below
+            batch_error = error
+        good, skipped = [], []
+        for name, conversation in samples:
+            problem = self.sample_problem(conversation)
+            if problem is None:
+                good.append(conversation)
+            else:
+                skipped.append({"sample": name, "reason": problem[0], "detail": problem[1]})
+        if not skipped and batch_error is not None:
+            raise batch_error  # every sample works alone: a bug, not the data
+        return (self.encode(good) if good else None), skipped
+
+    def nothing_to_learn(self) -> dict:
+        batch = self.encode([NOTHING_TO_LEARN])
         batch["labels"] = torch.full_like(batch["labels"], IGNORE_INDEX)
         return batch
 
+    def __call__(self, rows: list[dict]) -> dict:
+        samples, skipped = [], []
+        for index, row in enumerate(rows):
+            name = row_name(row, index)
+            try:
+                samples.append((name, self.conversation(row)))
+            except SampleError as error:
+                skipped.append({"sample": name, "reason": error.reason, "detail": error.detail})
+        batch, failed = self.encode_samples(samples)
+        skipped += failed
+        if batch is None:
+            batch = self.nothing_to_learn()
+        cached = int(batch["video_is_features"].sum()) if "video_is_features" in batch else 0
+        for entry in skipped:
+            self.skipped[entry["reason"]] += 1
+            logger.warning("skipping sample %s (%s): %s", entry["sample"], entry["reason"], entry["detail"])
+        self.feature_hits += cached
+        if self.report_in_batch:
+            batch[REPORT_KEY] = {"rows": len(rows), "skipped": skipped, "cached_features": cached}
+        return batch
 
-def _uses(conversation: list[dict], path: str) -> bool:
-    return any(block.get("path") == path for message in conversation for block in message["content"])
+
+def open_image(path: str):
+    """An RGB PIL image; SampleError naming the file if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except Exception as error:  # PIL raises several types for damaged files
+        raise SampleError(UNREADABLE, f"{path}: unreadable image ({error})") from error
+
+
+def media_paths(conversation: list[dict]) -> list[str]:
+    return [block["path"] for message in conversation for block in message["content"] if "path" in block]
+
+
+HourLlavaCollator = HourLlavaDataCollator  # the name before it became public

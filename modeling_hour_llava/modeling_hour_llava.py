@@ -30,7 +30,8 @@ from transformers.utils import logging
 
 from .anyres_hour_llava import anyres_memory_and_queries, tile_grid_shape
 from .configuration_hour_llava import HourLlavaConfig
-from .errors_hour_llava import HourLlavaInputError
+from .errors_hour_llava import HourLlavaErrors, HourLlavaInputError
+from .frames_hour_llava import check_features, check_frame_count, model_pixels
 from .memaug_hour_llava import HourLlavaMemAug
 from .memory_hour_llava import (
     assemble_memaug_queries,
@@ -60,6 +61,7 @@ PREFILL_ONLY_INPUTS = (
     "pixel_values",
     "pixel_values_videos",
     "video_features",
+    "video_is_features",
     "video_num_frames",
     "video_memory",
     "memaug_query_mask",
@@ -152,9 +154,25 @@ class HourLlavaVideoMemory:
                 f"expected {VIDEO_MEMORY_FORMAT!r}); write it with HourLlavaVideoMemory.save"
             )
         tensors = load_file(path, device=str(device))
-        count = int(metadata["num_videos"])
-        summaries = [tensors[f"summary.{i}"] for i in range(count)] if "summary.0" in tensors else None
-        return cls([tensors[f"video.{i}"] for i in range(count)], summaries)
+        count = metadata.get("num_videos", "")
+        if not count.isdigit() or int(count) < 1:
+            raise HourLlavaInputError(f"{path}: video memory metadata num_videos={count!r}; expected a count >= 1")
+        count = int(count)
+        summaries = [f"summary.{i}" for i in range(count)] if "summary.0" in tensors else []
+        missing = [name for name in [f"video.{i}" for i in range(count)] + summaries if name not in tensors]
+        if missing:
+            raise HourLlavaInputError(f"{path}: video memory of {count} videos lacks tensors {missing}")
+        frames = [tensors[f"video.{i}"] for i in range(count)]
+        for index, tokens in enumerate(frames):
+            if (
+                tokens.dim() != FEATURE_FRAME_DIMS + 1
+                or not tokens.is_floating_point()
+                or not bool(torch.isfinite(tokens).all())
+            ):
+                raise HourLlavaInputError(
+                    f"{path}: video {index} is {tokens.dtype} {tuple(tokens.shape)}; expected finite (T, P, D) tokens"
+                )
+        return cls(frames, [tensors[name] for name in summaries] or None)
 
 
 @dataclass
@@ -177,7 +195,7 @@ class HourLlavaCausalLMOutputWithPast(ModelOutput):
     video_hidden_states: torch.Tensor | None = None
 
 
-class HourLlavaPreTrainedModel(PreTrainedModel):
+class HourLlavaPreTrainedModel(HourLlavaErrors, PreTrainedModel):
     config: HourLlavaConfig
     config_class = HourLlavaConfig
     base_model_prefix = "model"
@@ -238,10 +256,57 @@ def flatten_videos(
         if not batched:
             raise HourLlavaInputError(f"{name} of shape {tuple(videos.shape)} needs `video_num_frames`")
         return list(videos.unbind(0))
-    counts = [int(n) for n in (num_frames.tolist() if torch.is_tensor(num_frames) else num_frames)]
+    values = num_frames.tolist() if torch.is_tensor(num_frames) else list(num_frames)
+    if any(n == 0 for n in values):
+        raise HourLlavaInputError(
+            f"video_num_frames={values}: a video has zero frames; drop it or give it at least one frame"
+        )
+    counts = [check_frame_count(n, f"video_num_frames[{i}]") for i, n in enumerate(values)]
     if batched:
         return [video[:n] for video, n in zip(videos, counts, strict=True)]
     return split_by_counts(videos, counts, f"{name} with video_num_frames={counts}")
+
+
+def videos_in_order(
+    pixel_values_videos: torch.Tensor | None,
+    video_features: torch.Tensor | None,
+    video_num_frames: torch.Tensor | list[int] | None,
+    video_is_features: torch.Tensor | list[bool] | None,
+) -> list[tuple[torch.Tensor, bool]]:
+    """Every video of a call as (frames or features, is_features), in video order.
+
+    Decoded videos come in `pixel_values_videos`, feature-file videos in `video_features`; `video_is_features` (V,)
+    says for each video, in order, which of the two holds it (the video processor writes it), and `video_num_frames`
+    (V,) gives every video's length in the same order. Without the marker, one of the two tensors alone is given.
+    """
+    sources = {False: pixel_values_videos, True: video_features}
+    names = {False: ("pixel_values_videos", PIXEL_FRAME_DIMS), True: ("video_features", FEATURE_FRAME_DIMS)}
+    if video_is_features is None:
+        if pixel_values_videos is not None and video_features is not None:
+            raise HourLlavaInputError(
+                "pass one of pixel_values_videos, video_features or video_memory, or pixel_values_videos and "
+                "video_features together with video_is_features (V,), which says in video order which videos are "
+                "feature files (HourLlavaVideoProcessor writes it)"
+            )
+        kind = video_features is not None
+        name, dims = names[kind]
+        return [(video, kind) for video in flatten_videos(sources[kind], video_num_frames, dims, name)]
+    marker = [bool(flag) for flag in video_is_features]
+    counts = None if video_num_frames is None else [int(n) for n in video_num_frames]
+    if counts is None or len(counts) != len(marker):
+        raise HourLlavaInputError(
+            f"video_is_features marks {len(marker)} videos; video_num_frames must give each one's frame count"
+        )
+    videos = {}
+    for kind, (name, dims) in names.items():
+        kind_counts = [n for n, flag in zip(counts, marker, strict=True) if flag == kind]
+        if (sources[kind] is None) != (not kind_counts):
+            raise HourLlavaInputError(
+                f"video_is_features marks {len(kind_counts)} video(s) as {name}, but {name} is "
+                f"{'missing' if sources[kind] is None else 'given'}"
+            )
+        videos[kind] = iter(flatten_videos(sources[kind], kind_counts, dims, name) if kind_counts else [])
+    return [(next(videos[flag]), flag) for flag in marker]
 
 
 class HourLlavaModel(HourLlavaPreTrainedModel):
@@ -266,10 +331,12 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
     # -------------------------------------------------------------------------------------------------------------
     # Vision side
     # -------------------------------------------------------------------------------------------------------------
-    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def vision_features(self, pixel_values: torch.Tensor, name: str = "pixel_values") -> torch.Tensor:
         """SigLIP patch features of frames or images: (N, 3, H, W) -> (N, P, C_v), `vision_chunk_size` at a time.
 
-        uint8 frames are normalised here, one chunk at a time, so an hour of frames never exists in float.
+        uint8 frames are normalised here, one chunk at a time, so an hour of frames never exists in float; every
+        chunk is checked first (`frames_hour_llava.model_pixels`: dtype, value range, layout, size; `name` is the
+        input the errors name).
 
         Runs the embeddings and only the encoder layers up to `vision_feature_layer` (-1: all of them), and reads
         that layer's output before `post_layernorm`, as the reference's 26-layer tower does.
@@ -280,19 +347,11 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         dtype = tower.embeddings.patch_embedding.weight.dtype
         chunks = []
         for chunk in pixel_values.split(self.config.vision_chunk_size):
-            hidden = tower.embeddings(self.normalize_pixels(chunk).to(dtype))
+            hidden = tower.embeddings(model_pixels(chunk, self.config, name).to(dtype))
             for layer in layers[:depth]:
                 hidden = layer(hidden, None)
             chunks.append(hidden)
         return torch.cat(chunks)
-
-    def normalize_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 frames (the processor's compact output) -> `(x * rescale - mean) / std`; float frames pass as given."""
-        if pixels.dtype != torch.uint8:
-            return pixels
-        mean = torch.tensor(self.config.vision_image_mean, device=pixels.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.config.vision_image_std, device=pixels.device).view(1, -1, 1, 1)
-        return (pixels.float() * self.config.vision_rescale_factor - mean) / std
 
     def pool_frames(self, features: torch.Tensor) -> torch.Tensor:
         """Pool each frame's patch grid to G x G: (F, P, C_v) -> (F, G*G, C_v), in the projector's dtype."""
@@ -309,31 +368,38 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         video_features: torch.Tensor | None = None,
         video_num_frames: torch.Tensor | list[int] | None = None,
         video_streams: Sequence | None = None,
+        video_is_features: torch.Tensor | list[bool] | None = None,
     ) -> HourLlavaVideoMemory:
         """Encode videos once into a reusable [`HourLlavaVideoMemory`].
 
         pixel_values_videos: frames, (sum T, 3, H, W) with `video_num_frames`, or (B, T, 3, H, W).
         video_features: pre-extracted SigLIP features instead of frames, (sum T, P, C_v) or (B, T, P, C_v); P is the
             tower's patch grid (729) or the pooled grid (64). The tower is skipped.
+        video_is_features: (V,) bool, needed when one call holds both kinds (a batch of cached features and decoded
+            videos): for every video in order, whether it is in `video_features` (else in `pixel_values_videos`);
+            `video_num_frames` then gives all V lengths in the same order (see `videos_in_order`).
         video_streams: instead of frames, one frame stream per video (`HourLlavaVideoProcessor.open_stream`): sized
             iterables of frame chunks (t, 3, H, W), decoded while the tower runs, so an hour of video never sits in
             memory as pixels.
         Frames go through tower, pooling and projector `vision_chunk_size` at a time, so peak memory stays at one
         chunk of full-resolution activations plus the pooled tokens.
         """
-        if sum(x is not None for x in (pixel_values_videos, video_features, video_streams)) != 1:
+        given = pixel_values_videos is not None or video_features is not None
+        if given == (video_streams is not None):
             raise HourLlavaInputError(
-                "encode_video takes exactly one of pixel_values_videos, video_features or video_streams"
+                "encode_video takes video_streams, or pixel_values_videos and/or video_features (with "
+                "video_is_features when both)"
             )
         if video_streams is not None:
-            videos = [(len(stream), stream) for stream in video_streams]
-        elif pixel_values_videos is not None:
-            frames = flatten_videos(pixel_values_videos, video_num_frames, PIXEL_FRAME_DIMS, "pixel_values_videos")
-            videos = [(video.shape[0], [video]) for video in frames]
+            videos = [(len(stream), stream, False) for stream in video_streams]
         else:
-            features = flatten_videos(video_features, video_num_frames, FEATURE_FRAME_DIMS, "video_features")
-            videos = [(video.shape[0], [video]) for video in features]
-        encoded = [self._encode_frames(count, chunks, video_features is None) for count, chunks in videos]
+            ordered = videos_in_order(pixel_values_videos, video_features, video_num_frames, video_is_features)
+            width = self.config.vision_config.hidden_size
+            for index, (video, is_features) in enumerate(ordered):
+                if is_features:
+                    check_features(video, width, f"video_features of video {index}")
+            videos = [(video.shape[0], [video], is_features) for video, is_features in ordered]
+        encoded = [self._encode_frames(count, chunks, not is_features) for count, chunks, is_features in videos]
         summaries = [summary for _, summary in encoded] if self.config.temporal_selection_features == "vision" else None
         return HourLlavaVideoMemory([tokens for tokens, _ in encoded], summaries)
 
@@ -349,7 +415,8 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         for chunk in chunks:
             for part in chunk.split(self.config.vision_chunk_size):
                 part = part.to(self.device)  # stream chunks arrive on the CPU
-                pooled = self.pool_frames(self.vision_features(part) if are_pixels else part)
+                pixels = self.vision_features(part, "pixel_values_videos") if are_pixels else part
+                pooled = self.pool_frames(pixels)
                 projected = self.multi_modal_projector(pooled)
                 if tokens is None:
                     tokens = projected.new_empty((num_frames, *projected.shape[1:]))
@@ -581,6 +648,37 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
             torch.cat(video_outputs) if video_outputs else None,
         )
 
+    def _refuse_placeholders_without_media(self, input_ids: torch.Tensor) -> None:
+        """A prompt with `<video>` / `<image>` placeholders but no media: a collator dropped the videos (TRL's default
+        one keeps only text), and the placeholders would be read, and trained on, as ordinary text."""
+        for kind, token_id in (("video", self.config.video_token_id), ("image", self.config.image_token_id)):
+            count = int((input_ids == token_id).sum())
+            if count:
+                raise HourLlavaInputError(
+                    f"input_ids hold {count} <{kind}> placeholder(s) but no {kind} came with them (pixel_values, "
+                    "pixel_values_videos, video_features or video_memory): the collator dropped the media and the "
+                    "placeholders would be trained on as text. Build batches with the processor, e.g. "
+                    "data_collator=hour_llava_training.HourLlavaDataCollator(processor) for TRL's SFTTrainer"
+                )
+
+    def _weights_sharded(self) -> bool:
+        """Whether FSDP2 (`fully_shard` modules) or DeepSpeed ZeRO-3 (`ds_id` parameters) shards the weights: each
+        process then gathers a layer's weights together with the others, so every process must run the same layers
+        in every forward, whatever kinds of samples its own batch holds."""
+        try:
+            from torch.distributed.fsdp import FSDPModule
+        except ImportError:  # a torch without FSDP2
+            FSDPModule = ()  # noqa: N806
+        return any(isinstance(module, FSDPModule) for module in self.modules()) or hasattr(self.image_newline, "ds_id")
+
+    def _run_tower_on_nothing(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """A batch without frames (cached features, text) under sharded weights: one blank frame through the vision
+        tower, added times 0, so this process joins the tower's weight gathers (and, when the tower trains, its
+        gradient reduction) with the processes whose batches decode videos."""
+        size = self.config.vision_config.image_size
+        blank = torch.zeros(1, 3, size, size, dtype=torch.uint8, device=inputs_embeds.device)
+        return inputs_embeds + 0.0 * self.vision_features(blank).sum().to(inputs_embeds.dtype)
+
     def _keep_multimodal_parameters_in_graph(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """A text-only training batch adds 0 x (projector, newline, MemAug on one token), so DDP and ZeRO see those
         parameters used, at the cost of one token instead of a dummy image through the tower."""
@@ -598,6 +696,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         video_features: torch.Tensor | None = None,
         video_num_frames: torch.Tensor | None = None,
         video_memory: HourLlavaVideoMemory | None = None,
+        video_is_features: torch.Tensor | None = None,
         memaug_query_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
@@ -615,6 +714,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
             image, 1 + P for an anyres image) and image_sizes (N, 2) original (height, width), needed by anyres.
         pixel_values_videos (sum T, 3, H, W) with video_num_frames (V,), or (V, T, 3, H, W): video frames.
         video_features: pre-extracted SigLIP features instead of frames, (sum T, P, C_v) or (V, T, P, C_v).
+        video_is_features (V,) bool: with both of the above in one batch, which videos (in order) are features.
         video_memory: a [`HourLlavaVideoMemory`] from `encode_video`; skips tower and projector.
         memaug_query_mask (B, L): 1 for the text tokens that join MemAug's query (the processor builds it for the
             `training` or `all` policy); without it every unpadded token joins.
@@ -625,21 +725,28 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        sources = [x is not None for x in (pixel_values_videos, video_features, video_memory)]
-        if sum(sources) > 1:
-            raise HourLlavaInputError("pass one of pixel_values_videos, video_features or video_memory")
+        raw_video = pixel_values_videos is not None or video_features is not None
+        if raw_video and video_memory is not None:
+            raise HourLlavaInputError("pass video_memory or pixel_values_videos / video_features, not both")
         image_hidden = video_hidden = None
-        if any(sources) or pixel_values is not None:
+        if raw_video or video_memory is not None or pixel_values is not None:
             if input_ids is None:
                 raise HourLlavaInputError("images and videos need input_ids, whose placeholders say where they go")
-            if video_memory is None and any(sources):
-                video_memory = self.encode_video(pixel_values_videos, video_features, video_num_frames)
+            if raw_video:
+                video_memory = self.encode_video(
+                    pixel_values_videos, video_features, video_num_frames, video_is_features=video_is_features
+                )
             image_tokens = self.encode_images(pixel_values, image_num_tiles) if pixel_values is not None else None
             inputs_embeds, image_hidden, video_hidden = self.augment_media(
                 input_ids, inputs_embeds, attention_mask, memaug_query_mask, video_memory, image_tokens, image_sizes
             )
-        elif self.training and torch.is_grad_enabled() and past_key_values is None:
-            inputs_embeds = self._keep_multimodal_parameters_in_graph(inputs_embeds)
+        else:
+            if input_ids is not None and (past_key_values is None or past_key_values.get_seq_length() == 0):
+                self._refuse_placeholders_without_media(input_ids)
+            if (self.training and torch.is_grad_enabled() or self._weights_sharded()) and past_key_values is None:
+                inputs_embeds = self._keep_multimodal_parameters_in_graph(inputs_embeds)
+        if pixel_values is None and pixel_values_videos is None and past_key_values is None and self._weights_sharded():
+            inputs_embeds = self._run_tower_on_nothing(inputs_embeds)
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -698,6 +805,7 @@ class HourLlavaForConditionalGeneration(HourLlavaPreTrainedModel, GenerationMixi
         video_features: torch.Tensor | None = None,
         video_num_frames: torch.Tensor | None = None,
         video_memory: HourLlavaVideoMemory | None = None,
+        video_is_features: torch.Tensor | None = None,
         memaug_query_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
@@ -718,6 +826,7 @@ class HourLlavaForConditionalGeneration(HourLlavaPreTrainedModel, GenerationMixi
             video_features=video_features,
             video_num_frames=video_num_frames,
             video_memory=video_memory,
+            video_is_features=video_is_features,
             memaug_query_mask=memaug_query_mask,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -774,9 +883,12 @@ class HourLlavaForConditionalGeneration(HourLlavaPreTrainedModel, GenerationMixi
             return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
         raw = {name: model_kwargs.pop(name, None) for name in ("pixel_values_videos", "video_features")}
         num_frames = model_kwargs.pop("video_num_frames", None)
+        is_features = model_kwargs.pop("video_is_features", None)
         memory = model_kwargs.pop("video_memory", None)
         if memory is None and any(v is not None for v in raw.values()):
-            memory = self.encode_video(raw["pixel_values_videos"], raw["video_features"], num_frames)
+            memory = self.encode_video(
+                raw["pixel_values_videos"], raw["video_features"], num_frames, video_is_features=is_features
+            )
         if memory is not None:
             model_kwargs["video_memory"] = memory[[i for i in range(len(memory)) for _ in range(expand_size)]]
         images = model_kwargs.pop("pixel_values", None)

@@ -94,9 +94,12 @@ def test_fsdp_wraps_the_layers_of_our_model(tmp_path):
     model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)
     classes = {type(module).__name__ for module in model.modules()}
     assert wrapped <= classes, wrapped - classes
-    # Every repeated layer (a ModuleList named `layers`) of the decoder, the vision tower and MemAug is wrapped.
+    # Every decoder layer is wrapped (each forward runs each once, on every process); the vision tower and MemAug,
+    # which run a batch-dependent number of times (or not at all), stay in the root unit: wrapping them breaks FSDP's
+    # collectives on batches that mix kinds (tests/test_train_fsdp.py).
     stacks = {name: stack for name, stack in model.named_modules() if name.endswith(".layers")}
     for part in ("language_model", "vision_tower", "memaug"):
         assert any(f".{part}." in name for name in stacks), (part, sorted(stacks))
     for name, stack in stacks.items():
-        assert {type(layer).__name__ for layer in stack} <= wrapped, name
+        kinds = {type(layer).__name__ for layer in stack}
+        assert (kinds <= wrapped) == (".language_model." in name), name

@@ -328,3 +328,306 @@ def test_processor_and_model_reload_from_the_folder_without_the_package(processo
     for key, value in batch.items():
         assert torch.equal(child[key], value), key
     assert torch.equal(child["generated"], model.generate(**batch, max_new_tokens=4, do_sample=False))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The video processor on BaseVideoProcessor's hooks: sampling rule, options, do_sample_frames
+# ---------------------------------------------------------------------------------------------------------------------
+def test_frames_given_with_do_sample_frames_false_come_back_as_given(processor):
+    frames = np.random.default_rng(0).integers(0, 256, (7, SIZE, SIZE, 3), dtype=np.uint8)
+    out = processor.video_processor(frames, do_sample_frames=False, return_metadata=True)
+    assert torch.equal(out["pixel_values_videos"], torch.from_numpy(frames).permute(0, 3, 1, 2))
+    assert out["video_num_frames"].tolist() == [7]
+    assert list(out["video_metadata"][0].frames_indices) == list(range(7))
+
+
+def test_do_sample_frames_false_decodes_every_frame_of_a_file(processor, tmp_path):
+    path = str(write_video(tmp_path / "short.mp4", num_frames=40, fps=10))
+    sampled = processor.video_processor(path, min_frames=4)
+    assert [read_frame_index(f.numpy()) for f in sampled["pixel_values_videos"]] == [0, 10, 20, 30]
+    every = processor.video_processor(path, min_frames=4, do_sample_frames=False)
+    assert [read_frame_index(f.numpy()) for f in every["pixel_values_videos"]] == list(range(40))
+
+
+def test_decoded_frames_with_a_frame_rate_are_sampled_by_the_rule(processor):
+    frames = torch.zeros(100, 3, SIZE, SIZE, dtype=torch.uint8)
+    frames[:, 0] = torch.arange(100, dtype=torch.uint8).view(100, 1, 1)  # the red channel numbers the frame
+    out = processor.video_processor(
+        frames, video_metadata={"total_num_frames": 100, "fps": 10}, min_frames=4, return_metadata=True
+    )
+    assert out["pixel_values_videos"][:, 0, 0, 0].tolist() == list(range(0, 100, 10))  # 1 per second
+    assert out["video_metadata"][0].frames_indices.tolist() == list(range(0, 100, 10))
+    assert out["video_durations"].tolist() == [10.0]
+    # Without metadata the frames are taken as already sampled at 1 fps: every one is kept.
+    assert processor.video_processor(frames, min_frames=4)["video_num_frames"].tolist() == [100]
+
+
+def test_fps_is_applied_and_num_frames_is_refused_with_the_rule(processor, clip, tmp_path):
+    path = str(write_video(tmp_path / "long.mp4", num_frames=2 * 200, fps=2))  # 200 s
+    assert processor.video_processor(path)["video_num_frames"].tolist() == [200]
+    assert processor.video_processor(path, fps=2)["video_num_frames"].tolist() == [400]
+    assert processor.video_processor(path, fps=0.5)["video_num_frames"].tolist() == [128]  # 100 < min_frames
+    assert processor.video_processor(path, max_frames=50)["video_num_frames"].tolist() == [50]
+    with pytest.raises(HourLlavaInputError, match=r"num_frames=32: .*1 frame\(s\) per second.*max_frames=32"):
+        processor.video_processor(path, num_frames=32)
+    # Through the chat template too (transformers serve sends num_frames=32), before anything is decoded.
+    missing = video_question(str(tmp_path / "absent.mp4"), "Q?")
+    with pytest.raises(HourLlavaInputError, match="num_frames=32"):
+        encode(processor, missing, processor_kwargs={"num_frames": 32})
+    batch = encode(processor, video_question(clip, "Q?"), processor_kwargs={"fps": 2, "min_frames": 4})
+    assert batch["video_num_frames"].tolist() == [20]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The processor: no per-call state, token budgets, chat_template.jinja, geometry from the config
+# ---------------------------------------------------------------------------------------------------------------------
+def image_messages(count: int, seed: int) -> list[dict]:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (int(rng.integers(40, 300)), int(rng.integers(40, 300)), 3), np.uint8))
+        for _ in range(count)
+    ]
+    content = [{"type": "image", "image": image} for image in images] + [{"type": "text", "text": "Colours?"}]
+    return [{"role": "user", "content": content}]
+
+
+def test_two_threads_interleaved_give_what_one_at_a_time_gives(tokenizer, model, clip):
+    """A call suspended half-way (inside ProcessorMixin.__call__, where it fetches its images) while another call
+    runs whole gives what it gives alone: no call leaves state on the processor. (A single image is
+    tiled and two are padded, so a layout kept on the instance would leak from one call into the other.)"""
+    import sys
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    resume, paused = threading.Event(), threading.Event()
+
+    class PausingImageProcessor(SiglipImageProcessor):
+        def fetch_images(self, images):
+            caller = sys._getframe(1).f_code.co_name
+            if threading.current_thread().name == "suspended" and caller == "prepare_inputs_layout":
+                paused.set()
+                assert resume.wait(timeout=120), "the other call did not finish"
+            return super().fetch_images(images)
+
+    processor = HourLlavaProcessor(
+        image_processor=PausingImageProcessor(size={"height": SIZE, "width": SIZE}),
+        tokenizer=tokenizer,
+        video_processor=HourLlavaVideoProcessor(size={"height": SIZE, "width": SIZE}),
+        token_geometry=HourLlavaProcessor.geometry_from_config(model.config),
+    )
+    one, two = image_messages(1, seed=1), image_messages(2, seed=2)
+    expected = {"one": encode(processor, one), "two": encode(processor, two)}
+    results = {}
+
+    def suspended():
+        results["one"] = encode(processor, one)
+
+    def other():
+        try:
+            results["two"] = encode(processor, two)
+        finally:
+            resume.set()
+
+    first = threading.Thread(target=suspended, name="suspended")
+    first.start()
+    assert paused.wait(timeout=120), "the first call never reached ProcessorMixin.prepare_inputs_layout"
+    second = threading.Thread(target=other, name="other")
+    second.start()
+    second.join(timeout=300)
+    first.join(timeout=300)
+    for name in ("one", "two"):
+        assert results[name].keys() == expected[name].keys(), name
+        for key in expected[name]:
+            assert torch.equal(results[name][key], expected[name][key]), (name, key)
+
+    # And many calls from a pool of two threads, images and videos mixed.
+    jobs = [image_messages(1 + i % 2, i) for i in range(8)] + [video_question(clip, "Q?")] * 2
+    alone = [encode(processor, messages) for messages in jobs]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = list(pool.map(lambda messages: encode(processor, messages), jobs))
+    for one_call, other_call in zip(alone, together, strict=True):
+        assert one_call.keys() == other_call.keys()
+        for key in one_call:
+            assert torch.equal(one_call[key], other_call[key]), key
+
+
+def test_num_multimodal_tokens_equal_the_placeholders_written(processor, tokenizer, tmp_path):
+    image_id, video_id = (tokenizer.convert_tokens_to_ids(t) for t in ("<image>", "<video>"))
+    for count in (1, 2, 3):
+        messages = image_messages(count, seed=count)
+        batch = encode(processor, messages)
+        sizes = batch["image_sizes"].tolist()
+        budget = processor._get_num_multimodal_tokens(image_sizes=sizes, image_layout=None if count == 1 else "pad")
+        assert sum(budget.num_image_tokens) == int((batch["input_ids"] == image_id).sum())
+        assert budget.num_image_patches == batch["image_num_tiles"].tolist()
+    for seconds in (5, 40, 200, 333):
+        path = str(write_video(tmp_path / f"v{seconds}.mp4", num_frames=seconds, fps=1, width=32, height=32))
+        batch = encode(processor, video_question(path, "Q?"))
+        frames = int(batch["video_num_frames"][0])
+        budget = processor._get_num_multimodal_tokens(video_sizes=[(frames, 32, 32)])
+        assert budget.num_video_tokens == [int((batch["input_ids"] == video_id).sum())]
+
+
+def test_the_chat_template_is_read_from_chat_template_jinja(processor, tmp_path):
+    folder = tmp_path / "processor"
+    processor.save_pretrained(folder)
+    from modeling_hour_llava.processing_hour_llava import CHAT_TEMPLATE_FILE
+
+    with open(CHAT_TEMPLATE_FILE) as handle:
+        assert (folder / "chat_template.jinja").read_text() == handle.read() == processor.chat_template
+    edited = (folder / "chat_template.jinja").read_text().replace("You are a helpful assistant.", "Be brief.")
+    (folder / "chat_template.jinja").write_text(edited)
+    reloaded = HourLlavaProcessor.from_pretrained(folder)
+    rendered = reloaded.apply_chat_template(video_question("v.mp4", "Q?"), add_generation_prompt=True)
+    assert rendered.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+
+
+def test_the_geometry_comes_from_the_model_config(processor, model, tmp_path):
+    import json
+
+    folder = tmp_path / "checkpoint"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    saved = json.loads((folder / "processor_config.json").read_text())
+    saved["token_geometry"]["temporal_keep_ratio"] = 0.5  # a stale copy that disagrees with config.json
+    (folder / "processor_config.json").write_text(json.dumps(saved))
+    reloaded = HourLlavaProcessor.from_pretrained(folder)
+    assert reloaded.token_geometry == HourLlavaProcessor.geometry_from_config(model.config)
+    assert reloaded.token_geometry["feature_width"] == model.config.vision_config.hidden_size
+
+
+CHILD_TEMPLATE_SCRIPT = """
+import torch
+from transformers import AutoProcessor
+
+folder, clip, out = sys.argv[1:4]
+processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+messages = [{"role": "user", "content": [{"type": "video", "path": clip}, {"type": "text", "text": "Why?"}]}]
+batch = processor.apply_chat_template(
+    messages, tokenize=True, return_dict=True, return_tensors="pt", add_generation_prompt=True
+)
+torch.save({**batch, "template": processor.chat_template, "module": type(processor).__module__}, out)
+"""
+
+
+def test_a_reloaded_processor_reads_its_template_from_the_folder_in_a_fresh_process(processor, clip, tmp_path):
+    folder = tmp_path / "checkpoint"
+    processor.save_pretrained(folder)
+    edited = (folder / "chat_template.jinja").read_text().replace("You are a helpful assistant.", "Be brief.")
+    (folder / "chat_template.jinja").write_text(edited)
+    run_isolated(CHILD_TEMPLATE_SCRIPT, [str(folder), clip, str(tmp_path / "out.pt")], tmp_path, tmp_path / "hf")
+    child = torch.load(tmp_path / "out.pt")
+    assert child.pop("module").startswith("transformers_modules.") and child.pop("template") == edited
+    local = HourLlavaProcessor(
+        image_processor=processor.image_processor,
+        tokenizer=processor.tokenizer,
+        video_processor=processor.video_processor,
+        token_geometry=processor.token_geometry,
+        chat_template=edited,
+    )
+    batch = encode(local, video_question(clip, "Why?"))
+    assert batch.keys() == child.keys()
+    for key, value in batch.items():
+        assert torch.equal(child[key], value), key
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Another decoder's chat format (not ChatML), end to end
+# ---------------------------------------------------------------------------------------------------------------------
+TURN_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{- '<start_of_turn>' + role + '\\n' -}}"
+    "{%- if message['content'] is string -%}{%- set blocks = [{'type': 'text', 'text': message['content']}] -%}"
+    "{%- else -%}{%- set blocks = message['content'] -%}{%- endif -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{%- generation -%}{%- for block in blocks if block['type'] == 'text' -%}{{- block['text'] -}}{%- endfor -%}"
+    "{{- '<end_of_turn>' -}}{%- endgeneration -%}{{- '\\n' -}}"
+    "{%- else -%}"
+    "{%- for block in blocks -%}{%- if block['type'] in ['image', 'video'] -%}{{- '<' + block['type'] + '>\\n' -}}"
+    "{%- else -%}{{- block['text'] -}}{%- endif -%}{%- endfor -%}{{- '<end_of_turn>\\n' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}"
+)
+
+
+def turn_tokenizer():
+    """A Gemma-style tokenizer: <start_of_turn> / <end_of_turn>, no ChatML token at all."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from hour_llava_testing.tiny_tokenizer import CORPUS, QWEN2_SPLIT
+
+    specials = ["<pad>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<image>", "<video>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(CORPUS + ["model user"] * 20, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<eos>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+        padding_side="left",
+    )
+
+
+def test_a_decoder_with_another_chat_format_works_end_to_end(clip):
+    tokenizer = turn_tokenizer()
+    assert "<|im_start|>" not in tokenizer.get_vocab() and "<|im_end|>" not in tokenizer.get_vocab()
+    model = matching_model(tokenizer)
+    processor = make_processor(tokenizer, model, chat_template=TURN_TEMPLATE)
+    start, end, newline = (tokenizer.convert_tokens_to_ids(t) for t in ("<start_of_turn>", "<end_of_turn>", "Ċ"))
+    turn = processor.turn_format
+    assert (turn.header[0], turn.end, turn.trailer, set(turn.markers)) == (
+        start,
+        end,
+        (newline,),
+        {start, end, newline},
+    )
+    assert tokenizer.decode(turn.header) == "<start_of_turn>model"
+    from modeling_hour_llava import end_of_turn_token_ids
+
+    assert end_of_turn_token_ids(processor)[0] == end == processor.end_of_turn_token_ids()[0]
+
+    batch = encode(processor, multi_turn(clip), return_assistant_tokens_mask=True, add_generation_prompt=False)
+    ids = batch["input_ids"][0]
+    assert tokenizer.decode(ids[batch["assistant_masks"][0].bool()]) == "red<end_of_turn>two<end_of_turn>"
+    assistant = processor.assistant_turn_mask(batch["input_ids"])[0]
+    turns = "<start_of_turn>model\nred<end_of_turn>\n<start_of_turn>model\ntwo<end_of_turn>\n"
+    assert tokenizer.decode(ids[assistant]) == turns
+    query = tokenizer.decode(ids[batch["memaug_query_mask"][0].bool()])
+    assert query == (
+        "userThe video lasts for 10.00 seconds, and 128 frames are uniformly sampled from it. Please answer the "
+        "following questions related to this video.What colour is it?userHow many times does it appear?"
+    )
+    prompt = encode(processor, multi_turn(clip)[:3])
+    assert tokenizer.decode(prompt["input_ids"][0]).endswith("<end_of_turn>\n<start_of_turn>model\n")
+    with torch.no_grad():
+        out = model(**model_inputs(prompt))
+    assert out.video_hidden_states.shape[0] == num_video_tokens(128, model.config)
+    generated = model.generate(
+        **prompt, max_new_tokens=3, do_sample=False, eos_token_id=processor.end_of_turn_token_ids()
+    )
+    assert generated.shape[1] > prompt["input_ids"].shape[1]
+
+
+def test_chatml_markers_are_read_from_the_template(processor, tokenizer):
+    turn = processor.turn_format
+    ids = {tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>")} | {203}
+    assert set(turn.markers) == ids and turn.end == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.decode(turn.header) == "<|im_start|>assistant"
