@@ -41,6 +41,7 @@ from dataset_builder.chat import CHAT_FEATURES, modality_of
 from dataset_builder.mixtures import build_mixture
 from hour_llava_testing.tiny_model import write_tiny_checkpoint
 from hour_llava_training import STAGES, HourLlavaDataCollator, HourLlavaSFTTrainer, apply_stage
+from hour_llava_training.accounting import EXAMPLES_KEPT
 from hour_llava_training.checkpoints import MARKER, checkpoint_problem, latest_complete_checkpoint, publish
 from hour_llava_training.model_card import ModelCardInfo, base_model_license
 from hour_llava_training.stages import LR_MODES, MODULE_GROUPS, module_group, parameter_groups
@@ -279,10 +280,10 @@ def peak_memory_mb() -> dict[str, float]:
 
 def training_summary(trainer, started: float, trainable: dict[str, int]) -> dict:
     """What `training_summary.json` holds: steps, tokens (non-padding, all processes), time, speed, peak memory (this
-    process), trainable parameters, rows drawn, skipped samples by reason and cached features used (all processes and
-    workers, the run before a resume included), steps skipped for non-finite gradients, and the loss curve. The
-    training speed covers this run's steps (a resumed run's tokens include the earlier ones). A collective: every
-    process calls it."""
+    process), trainable parameters, rows drawn, skipped samples by reason (and the first of them by name) and cached
+    features used (all processes and workers, the run before a resume included), steps skipped for non-finite
+    gradients, and the loss curve. The training speed covers this run's steps (a resumed run's tokens include the
+    earlier ones). A collective: every process calls it."""
     state = trainer.state
     train_log = next((log for log in reversed(state.log_history) if "train_runtime" in log), {})
     train_seconds = train_log.get("train_runtime")
@@ -299,6 +300,7 @@ def training_summary(trainer, started: float, trainable: dict[str, int]) -> dict
         "trainable_parameters": trainable,
         "rows_drawn": totals["rows"],
         "skipped_samples": totals["skipped_samples"],
+        "skipped_sample_examples": trainer.skipped_examples()[:EXAMPLES_KEPT],
         "cached_features_used": totals["cached_features_used"],
         "nonfinite_steps": trainer.nonfinite_steps,
         "distributed_type": str(trainer.accelerator.distributed_type.value),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mock_hub import mock_hub, run_hub_client  # noqa: F401
 from safetensors.torch import load_file
 from train_data import build_training_data, text_row, video_row, write_rows
 
@@ -107,6 +108,8 @@ def test_every_kind_of_broken_sample_is_skipped_and_counted_wherever_it_falls(da
     assert summary["cached_features_used"] == len(cached) > 0
     written = json.loads((output / "training_summary.json").read_text())
     assert written["skipped_samples"] == summary["skipped_samples"]
+    named = {entry["sample"].rsplit("/", 1)[-1]: entry["reason"] for entry in written["skipped_sample_examples"]}
+    assert named == {row["id"]: reason for reason, row in data["broken"].items()}
     assert not no_nan_anywhere(output)
     assert (output / "config.json").is_file() and (output / "README.md").is_file()
 
@@ -258,7 +261,7 @@ def test_broken_samples_are_counted_over_processes_and_workers(data, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert summary["skipped_samples"] == dict.fromkeys(data["broken"], 1)
-    assert summary["rows_drawn"] == len(rows)
+    assert summary["rows_drawn"] == len(rows) and len(summary["skipped_sample_examples"]) == len(data["broken"])
 
 
 class Payload:
@@ -303,3 +306,29 @@ def test_an_older_checkpoint_is_rotated_away_only_once_the_new_one_is_complete(d
         run(data, rows, output, "--per_device_train_batch_size", "1", "--max_steps", "3", "--save_steps", "1",
             "--save_total_limit", "1")  # fmt: skip
     assert (output / "checkpoint-1" / MARKER).is_file() and not (output / "checkpoint-2" / MARKER).exists()
+
+
+PUSH = """
+import json, sys
+from huggingface_hub import HfApi, hf_hub_download
+from hour_llava_training import cli
+cli.main(sys.argv[1:])
+files = HfApi().list_repo_files("you/hour-llava-s3")
+print(json.dumps({"files": files, "card": open(hf_hub_download("you/hour-llava-s3", "README.md")).read()}))
+"""
+
+
+def test_push_to_hub_uploads_the_run_and_its_own_model_card(data, tmp_path, mock_hub):  # noqa: F811
+    dataset = write_rows(tmp_path / "rows", data["good"])
+    args = ["--model_name_or_path", data["model"], "--dataset", dataset, "--media_root", data["media_root"], *FAST]
+    args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--per_device_train_batch_size", "1"]
+    args += ["--save_strategy", "no", "--push_to_hub", "--hub_model_id", "you/hour-llava-s3"]
+    done = run_hub_client(mock_hub, PUSH, args, tmp_path / "client", timeout=600)
+    pushed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"config.json", "model.safetensors", "modeling_hour_llava.py", "training_summary.json"} <= set(
+        pushed["files"]
+    )
+    assert not any(name.startswith((".final-staging", "checkpoint-")) for name in pushed["files"])
+    card = pushed["card"]
+    assert "# Hour-LLaVA, stage3" in card and "fine-tuned version of [None]" not in card
+    assert "from_pretrained('you/hour-llava-s3'" in card  # the usage snippet loads the pushed repo
