@@ -159,6 +159,8 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[HourLlavaArguments, 
         config.gradient_checkpointing_kwargs = {"use_reentrant": False}
     if not script_args.dataset:
         parser.error("give at least one --dataset")
+    if not 0 <= script_args.max_broken_fraction <= 1:
+        parser.error(f"--max_broken_fraction {script_args.max_broken_fraction}: give a fraction between 0 and 1")
     if not (script_args.model_name_or_path or script_args.tiny):
         parser.error("give --model_name_or_path or --tiny")
     return script_args, config
