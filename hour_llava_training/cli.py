@@ -209,7 +209,11 @@ def load_model_and_processor(script_args: HourLlavaArguments, config: SFTConfig)
         path = os.path.join(config.output_dir, "tiny-init")
         with PartialState().main_process_first():
             if PartialState().is_main_process and not os.path.isfile(os.path.join(path, "config.json")):
-                write_tiny_checkpoint(path, seed=config.seed, video_min_frames=script_args.tiny_min_frames)
+                staging = f"{path}{STAGING}"  # written whole, then renamed: a kill leaves no half model here
+                shutil.rmtree(staging, ignore_errors=True)
+                write_tiny_checkpoint(staging, seed=config.seed, video_min_frames=script_args.tiny_min_frames)
+                shutil.rmtree(path, ignore_errors=True)
+                os.replace(staging, path)
     refuse_pickled_weights(path, script_args.allow_pickle)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(

@@ -242,10 +242,13 @@ def test_pickled_weights_need_allow_pickle(data, tmp_path):
 
 
 def test_broken_samples_are_counted_over_processes_and_workers(data, tmp_path):
-    """2 processes (gloo), each with a data-loader worker: the counts of every process and worker add up."""
+    """2 processes (gloo), each with a data-loader worker: the counts of every process and worker add up; a sample
+    whose features overflow on one process makes every process skip that step."""
     from test_train import free_port
 
     rows = matrix_rows(data)
+    assert rows[1]["id"].startswith("good")
+    rows[1] = video_row("synthetic/extreme.mp4", id="extreme")
     dataset = write_rows(tmp_path / "rows", rows)
     launch = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
@@ -261,7 +264,10 @@ def test_broken_samples_are_counted_over_processes_and_workers(data, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert summary["skipped_samples"] == dict.fromkeys(data["broken"], 1)
-    assert summary["rows_drawn"] == len(rows) and len(summary["skipped_sample_examples"]) == len(data["broken"])
+    assert summary["rows_drawn"] == len(rows)
+    assert summary["nonfinite_steps"] == [1]  # rows 0-1 on process 0, 2-3 on process 1: step 1
+    assert (done.stdout + done.stderr).count("step 1: NaN or infinite loss or gradients; step skipped") == 2
+    assert not no_nan_anywhere(tmp_path / "out") and len(summary["skipped_sample_examples"]) == len(data["broken"])
 
 
 class Payload:
