@@ -41,6 +41,7 @@ from dataset_builder.chat import CHAT_FEATURES, modality_of
 from dataset_builder.mixtures import build_mixture
 from hour_llava_testing.tiny_model import write_tiny_checkpoint
 from hour_llava_training import STAGES, HourLlavaDataCollator, HourLlavaSFTTrainer, apply_stage
+from hour_llava_training.accounting import EXAMPLES_KEPT
 from hour_llava_training.checkpoints import MARKER, checkpoint_problem, latest_complete_checkpoint, publish
 from hour_llava_training.model_card import ModelCardInfo, base_model_license
 from hour_llava_training.stages import LR_MODES, MODULE_GROUPS, module_group, parameter_groups
@@ -158,6 +159,8 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[HourLlavaArguments, 
         config.gradient_checkpointing_kwargs = {"use_reentrant": False}
     if not script_args.dataset:
         parser.error("give at least one --dataset")
+    if not 0 <= script_args.max_broken_fraction <= 1:
+        parser.error(f"--max_broken_fraction {script_args.max_broken_fraction}: give a fraction between 0 and 1")
     if not (script_args.model_name_or_path or script_args.tiny):
         parser.error("give --model_name_or_path or --tiny")
     return script_args, config
@@ -206,7 +209,11 @@ def load_model_and_processor(script_args: HourLlavaArguments, config: SFTConfig)
         path = os.path.join(config.output_dir, "tiny-init")
         with PartialState().main_process_first():
             if PartialState().is_main_process and not os.path.isfile(os.path.join(path, "config.json")):
-                write_tiny_checkpoint(path, seed=config.seed, video_min_frames=script_args.tiny_min_frames)
+                staging = f"{path}{STAGING}"  # written whole, then renamed: a kill leaves no half model here
+                shutil.rmtree(staging, ignore_errors=True)
+                write_tiny_checkpoint(staging, seed=config.seed, video_min_frames=script_args.tiny_min_frames)
+                shutil.rmtree(path, ignore_errors=True)
+                os.replace(staging, path)
     refuse_pickled_weights(path, script_args.allow_pickle)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(
@@ -279,10 +286,10 @@ def peak_memory_mb() -> dict[str, float]:
 
 def training_summary(trainer, started: float, trainable: dict[str, int]) -> dict:
     """What `training_summary.json` holds: steps, tokens (non-padding, all processes), time, speed, peak memory (this
-    process), trainable parameters, rows drawn, skipped samples by reason and cached features used (all processes and
-    workers, the run before a resume included), steps skipped for non-finite gradients, and the loss curve. The
-    training speed covers this run's steps (a resumed run's tokens include the earlier ones). A collective: every
-    process calls it."""
+    process), trainable parameters, rows drawn, skipped samples by reason (and the first of them by name) and cached
+    features used (all processes and workers, the run before a resume included), steps skipped for non-finite
+    gradients, and the loss curve. The training speed covers this run's steps (a resumed run's tokens include the
+    earlier ones). A collective: every process calls it."""
     state = trainer.state
     train_log = next((log for log in reversed(state.log_history) if "train_runtime" in log), {})
     train_seconds = train_log.get("train_runtime")
@@ -299,6 +306,7 @@ def training_summary(trainer, started: float, trainable: dict[str, int]) -> dict
         "trainable_parameters": trainable,
         "rows_drawn": totals["rows"],
         "skipped_samples": totals["skipped_samples"],
+        "skipped_sample_examples": trainer.skipped_examples()[:EXAMPLES_KEPT],
         "cached_features_used": totals["cached_features_used"],
         "nonfinite_steps": trainer.nonfinite_steps,
         "distributed_type": str(trainer.accelerator.distributed_type.value),

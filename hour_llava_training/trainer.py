@@ -114,6 +114,11 @@ class HourLlavaSFTTrainer(SFTTrainer):
         self._totals = self.run_report.totals(self.accelerator, self.accelerator.is_main_process)
         return self._totals
 
+    def skipped_examples(self) -> list[dict]:
+        """The first skipped samples of every process (`sample`, `reason`, `detail`); a collective."""
+        examples = self.run_report.examples
+        return gather_object(examples) if self.accelerator.num_processes > 1 else list(examples)
+
     def planned_samples(self) -> int:
         args = self.args
         global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
@@ -125,11 +130,10 @@ class HourLlavaSFTTrainer(SFTTrainer):
         allowed = self.max_broken_fraction * self.planned_samples()
         if skipped <= allowed:
             return
-        examples = self.run_report.examples
-        if self.accelerator.num_processes > 1:
-            examples = gather_object(examples)
         raise TooManyBrokenSamples(
-            broken_samples_error(totals, allowed, self.planned_samples(), self.max_broken_fraction, examples)
+            broken_samples_error(
+                totals, allowed, self.planned_samples(), self.max_broken_fraction, self.skipped_examples()
+            )
         )
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):

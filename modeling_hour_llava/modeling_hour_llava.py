@@ -743,7 +743,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         else:
             if input_ids is not None and (past_key_values is None or past_key_values.get_seq_length() == 0):
                 self._refuse_placeholders_without_media(input_ids)
-            if (self.training and torch.is_grad_enabled() or self._weights_sharded()) and past_key_values is None:
+            if past_key_values is None and (self.training and torch.is_grad_enabled() or self._weights_sharded()):
                 inputs_embeds = self._keep_multimodal_parameters_in_graph(inputs_embeds)
         if pixel_values is None and pixel_values_videos is None and past_key_values is None and self._weights_sharded():
             inputs_embeds = self._run_tower_on_nothing(inputs_embeds)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mock_hub import mock_hub, run_hub_client  # noqa: F401
 from safetensors.torch import load_file
 from train_data import build_training_data, text_row, video_row, write_rows
 
@@ -107,6 +108,8 @@ def test_every_kind_of_broken_sample_is_skipped_and_counted_wherever_it_falls(da
     assert summary["cached_features_used"] == len(cached) > 0
     written = json.loads((output / "training_summary.json").read_text())
     assert written["skipped_samples"] == summary["skipped_samples"]
+    named = {entry["sample"].rsplit("/", 1)[-1]: entry["reason"] for entry in written["skipped_sample_examples"]}
+    assert named == {row["id"]: reason for reason, row in data["broken"].items()}
     assert not no_nan_anywhere(output)
     assert (output / "config.json").is_file() and (output / "README.md").is_file()
 
@@ -239,10 +242,13 @@ def test_pickled_weights_need_allow_pickle(data, tmp_path):
 
 
 def test_broken_samples_are_counted_over_processes_and_workers(data, tmp_path):
-    """2 processes (gloo), each with a data-loader worker: the counts of every process and worker add up."""
+    """2 processes (gloo), each with a data-loader worker: the counts of every process and worker add up; a sample
+    whose features overflow on one process makes every process skip that step."""
     from test_train import free_port
 
     rows = matrix_rows(data)
+    assert rows[1]["id"].startswith("good")
+    rows[1] = video_row("synthetic/extreme.mp4", id="extreme")
     dataset = write_rows(tmp_path / "rows", rows)
     launch = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
@@ -259,6 +265,9 @@ def test_broken_samples_are_counted_over_processes_and_workers(data, tmp_path):
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert summary["skipped_samples"] == dict.fromkeys(data["broken"], 1)
     assert summary["rows_drawn"] == len(rows)
+    assert summary["nonfinite_steps"] == [1]  # rows 0-1 on process 0, 2-3 on process 1: step 1
+    assert (done.stdout + done.stderr).count("step 1: NaN or infinite loss or gradients; step skipped") == 2
+    assert not no_nan_anywhere(tmp_path / "out") and len(summary["skipped_sample_examples"]) == len(data["broken"])
 
 
 class Payload:
@@ -303,3 +312,29 @@ def test_an_older_checkpoint_is_rotated_away_only_once_the_new_one_is_complete(d
         run(data, rows, output, "--per_device_train_batch_size", "1", "--max_steps", "3", "--save_steps", "1",
             "--save_total_limit", "1")  # fmt: skip
     assert (output / "checkpoint-1" / MARKER).is_file() and not (output / "checkpoint-2" / MARKER).exists()
+
+
+PUSH = """
+import json, sys
+from huggingface_hub import HfApi, hf_hub_download
+from hour_llava_training import cli
+cli.main(sys.argv[1:])
+files = HfApi().list_repo_files("you/hour-llava-s3")
+print(json.dumps({"files": files, "card": open(hf_hub_download("you/hour-llava-s3", "README.md")).read()}))
+"""
+
+
+def test_push_to_hub_uploads_the_run_and_its_own_model_card(data, tmp_path, mock_hub):  # noqa: F811
+    dataset = write_rows(tmp_path / "rows", data["good"])
+    args = ["--model_name_or_path", data["model"], "--dataset", dataset, "--media_root", data["media_root"], *FAST]
+    args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--per_device_train_batch_size", "1"]
+    args += ["--save_strategy", "no", "--push_to_hub", "--hub_model_id", "you/hour-llava-s3"]
+    done = run_hub_client(mock_hub, PUSH, args, tmp_path / "client", timeout=600)
+    pushed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"config.json", "model.safetensors", "modeling_hour_llava.py", "training_summary.json"} <= set(
+        pushed["files"]
+    )
+    assert not any(name.startswith((".final-staging", "checkpoint-")) for name in pushed["files"])
+    card = pushed["card"]
+    assert "# Hour-LLaVA, stage3" in card and "fine-tuned version of [None]" not in card
+    assert "from_pretrained('you/hour-llava-s3'" in card  # the usage snippet loads the pushed repo
