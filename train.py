@@ -6,5 +6,4 @@ import sys
 from hour_llava_training.cli import main
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    sys.exit(main())

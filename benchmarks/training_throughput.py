@@ -10,8 +10,8 @@ the paper's token geometry) is written once, and `dataset_builder.extract_featur
 for every video (`<features>/<video path without suffix>.safetensors`, the cache `train.py --feature_dir` reads).
 
 Then `train.py --stage stage3` runs, one fresh process per row (so each peak RSS is its own; `--in-process`, the
-default of `--quick`, calls `train.main` here instead, saving the start-up but making peak RSS cumulative), for
-`--steps` steps of `--batch` samples, with the same data and seed:
+default of `--quick`, calls `hour_llava_training.cli.run_training` here instead, saving the start-up but making
+peak RSS cumulative), for `--steps` steps of `--batch` samples, with the same data and seed:
 
 * decode: every step decodes its videos at 1 fps (at least `--min-frames` frames) and runs the frozen tower;
 * cached features: the collator finds each video's feature file and the model skips decoding and the tower.
@@ -91,9 +91,9 @@ def train_once(model: str, data: dict[str, str], output: Path, device: str, feat
     if device == "cpu":
         command += ["--use_cpu", "--bf16", "false", "--gradient_checkpointing", "false"]
     if args.in_process:
-        import train
+        from hour_llava_training.cli import run_training
 
-        return train.main(command[2:])
+        return run_training(command[2:])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(args.threads)}
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:

@@ -349,7 +349,8 @@ def model_card_info(script_args: HourLlavaArguments, config: SFTConfig, stage, m
     )
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run_training(argv: list[str] | None = None) -> dict:
+    """Train one stage as the command line says; returns the training summary (also in OUTPUT/training_summary.json)."""
     script_args, config = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.time()
@@ -403,5 +404,11 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The `hour-llava-train` / `train.py` command: exit status 0 after a finished run (errors raise)."""
+    run_training(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -173,11 +173,6 @@ def test_launch_configs_are_found_by_name(capsys):
     assert exit_info.value.code == 2 and "zero2.json" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hour_llava_training.cli.main returns the summary dict, which a console script's sys.exit(main()) "
-    "turns into exit status 1; it should return 0 (train.py works around it)",
-)
 def test_train_console_script_exits_0_after_training(tmp_path):
     from dataset_builder.cli import main as build
 

@@ -92,7 +92,7 @@ def test_three_stages_train_exactly_their_modules_and_lower_the_loss(data, tmp_p
     for stage, (dataset, media_root, rate) in stage_data.items():
         output = tmp_path / stage
         source = ["--tiny"] if previous is None else ["--model_name_or_path", previous]
-        summary = train.main(
+        summary = train.run_training(
             [
                 "--stage", stage, *source, "--dataset", dataset, "--media_root", media_root,
                 "--output_dir", str(output), "--max_steps", "10", "--max_train_samples", "2", "--lr_mode", "released",
@@ -143,7 +143,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data, tmp_path):
         "--num_train_epochs", "1", "--max_train_samples", "8", "--save_steps", "2", "--save_strategy", "steps", *FAST,
     ]  # fmt: skip
     straight = tmp_path / "straight"
-    train.main([*common, "--output_dir", str(straight)])
+    train.run_training([*common, "--output_dir", str(straight)])
     killed = tmp_path / "killed"
     process = run_cli([*common, "--output_dir", str(killed)])
     deadline = time.time() + 600
@@ -154,7 +154,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "training_summary.json").exists()  # it really died before the end
-    train.main([*common, "--output_dir", str(killed), "--resume_from_checkpoint", "auto"])
+    train.run_training([*common, "--output_dir", str(killed), "--resume_from_checkpoint", "auto"])
     final_straight, final_resumed = weights(str(straight)), weights(str(killed))
     for name, tensor in final_straight.items():
         torch.testing.assert_close(final_resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
@@ -174,7 +174,7 @@ def test_a_lora_run_saves_an_adapter_that_merges_into_the_remote_code_checkpoint
     from hour_llava_training import HourLlavaCollator
 
     output = tmp_path / "lora"
-    train.main(
+    train.run_training(
         [
             "--stage", "stage3", "--tiny", "--dataset", data["videos"], "--media_root", data["video_root"],
             "--output_dir", str(output), "--max_steps", "2", "--max_train_samples", "2", "--lr_mode", "released",
@@ -237,7 +237,7 @@ def test_two_processes_give_the_loss_curve_of_one_with_the_same_global_batch(dat
         "--learning_rate", "1e-3", "--warmup_steps", "0", "--lr_scheduler_type", "constant", "--save_strategy", "no",
         "--seed", "0", "--logging_steps", "1", "--ddp_find_unused_parameters", "false", "--use_cpu",
     ]  # fmt: skip
-    one = train.main([*common, "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "one")])
+    one = train.run_training([*common, "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "one")])
     launch = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process",

@@ -129,7 +129,7 @@ def test_the_model_card_carries_the_base_models_license(walkthrough, tmp_path):
     base = tmp_path / "licensed"
     shutil.copytree(walkthrough / "synthetic" / "tiny", base)
     (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n# A base model\n")
-    train.main(
+    train.run_training(
         [
             "--model_name_or_path", str(base), "--dataset", str(walkthrough / "synthetic" / "short-grouped"),
             "--media_root", str(walkthrough / "synthetic" / "videos"), "--output_dir", str(tmp_path / "out"),

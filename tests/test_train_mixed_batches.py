@@ -132,7 +132,7 @@ def test_the_readme_stage3_mixture_trains(data, tmp_path, batch_size):
     )
     short = [video_row(video, id=f"short-{i}") for i, video in enumerate(data["decoded"] * 6)]
     short = write_rows(tmp_path / "short", short)
-    summary = train.main(
+    summary = train.run_training(
         [
             "--stage", "stage3", "--model_name_or_path", data["model"], "--dataset", f"{long}:3", f"{short}:1",
             "--media_root", data["media_root"], "--feature_dir", data["feature_dir"], "--output_dir",

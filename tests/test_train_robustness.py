@@ -69,7 +69,7 @@ def run(data: dict, rows: list[dict], output: Path, *args: str) -> dict:
     dataset = write_rows(output.parent / f"{output.name}-rows", rows)
     model = ["--model_name_or_path", data["model"], "--dataset", dataset]
     media = ["--media_root", data["media_root"], "--feature_dir", data["feature_dir"], "--output_dir", str(output)]
-    return train.main([*model, *media, *FAST, *args])
+    return train.run_training([*model, *media, *FAST, *args])
 
 
 def no_nan_anywhere(folder: Path) -> list[str]:
@@ -237,8 +237,8 @@ def test_pickled_weights_need_allow_pickle(data, tmp_path):
     args = ["--model_name_or_path", str(folder), "--dataset", rows, "--media_root", data["media_root"], *FAST]
     args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--save_strategy", "no"]
     with pytest.raises(ValueError, match=r"pytorch_model\.bin.*--allow_pickle"):
-        train.main(args)
-    assert train.main([*args, "--allow_pickle"])["steps"] == 1
+        train.run_training(args)
+    assert train.run_training([*args, "--allow_pickle"])["steps"] == 1
 
 
 def test_broken_samples_are_counted_over_processes_and_workers(data, tmp_path):
