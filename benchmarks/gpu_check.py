@@ -142,12 +142,12 @@ class Stage:
 # The package's model imports PyAV (`video_loading_hour_llava`), so every stage needs it.
 STAGES = [
     Stage("parity", ("av",), 45, 240, description="tiny model: fp32/bf16 on the device vs fp32 CPU; eager vs SDPA"),
-    Stage("hour_7b", ("av",), 120, 240, description="7B shape, bf16, 1 h at 1 fps, 32 tokens, second question"),
+    Stage("hour_7b", ("av",), 110, 240, description="7B shape, bf16, 1 h at 1 fps, 32 tokens, second question"),
     Stage("cross_attention", ("av",), 45, 120, description="MemAug cross-attention at the 1 h shape alone"),
-    Stage("hour_3b", ("av",), 75, 240, description="3B shape, the same as hour_7b"),
+    Stage("hour_3b", ("av",), 70, 240, description="3B shape, the same as hour_7b"),
     Stage("train", ("av", "datasets", "trl"), 60, 420, description="train.py stage 3, 20 steps, bf16, checkpointing"),
-    Stage("train_fsdp", ("av", "datasets", "trl"), 60, 420, description="the same under accelerate launch, FSDP"),
-    Stage("evaluate", ("av", "datasets", "lmms_eval", "evaluate"), 60, 480, description="evaluate.py, tiny copies"),
+    Stage("train_fsdp", ("av", "datasets", "trl"), 65, 420, description="the same under accelerate launch, FSDP"),
+    Stage("evaluate", ("av", "datasets", "lmms_eval", "evaluate"), 75, 480, description="evaluate.py, tiny copies"),
 ]
 STAGE_NAMES = [stage.name for stage in STAGES]
 VERSIONED = (

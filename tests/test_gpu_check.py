@@ -6,6 +6,7 @@ A stage whose extra is missing is skipped with the reason; one that runs out of 
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -203,3 +204,25 @@ def test_cuda_without_a_gpu_is_refused_with_a_pointer_to_the_cpu_proof(tmp_path)
     )
     assert completed.returncode == 2 and "--device cpu --tiny" in completed.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize(
+    "vision, text",
+    [
+        (None, None),
+        ({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}, {"hidden_size": 64}),
+        (dict(check.TINY_VISION), dict(check.TINY_TEXT)),
+    ],
+)
+def test_the_sub_config_fallback_of_older_transformers_builds_what_subconfigspec_builds(vision, text):
+    """The GPU image's transformers 5.17 has no `SubConfigSpec`; there `HourLlavaConfig.build_sub_configs` turns dict or
+    missing sub-configs into configs. It must give what `SubConfigSpec` gives on the transformers of the lock."""
+    from modeling_hour_llava import HourLlavaConfig
+
+    reference = HourLlavaConfig(vision_config=copy.deepcopy(vision), text_config=copy.deepcopy(text))
+    config = HourLlavaConfig(vision_config=copy.deepcopy(vision), text_config=copy.deepcopy(text))
+    config.vision_config, config.text_config = copy.deepcopy(vision), copy.deepcopy(text)
+    config.build_sub_configs()
+    for key in ("vision_config", "text_config"):
+        built, expected = getattr(config, key), getattr(reference, key)
+        assert type(built) is type(expected) and built.to_dict() == expected.to_dict(), key
