@@ -893,6 +893,22 @@ def missing_extras(stage: Stage) -> list[str]:
     return [name for name in stage.needs if importlib.util.find_spec(name) is None]
 
 
+class Interrupted(Exception):
+    """The check itself was stopped (SIGTERM from an outer `timeout`, or Ctrl-C) while a stage ran."""
+
+
+def raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def kill_group(pid: int) -> None:
+    """Kill a stage's process session (its train.py, accelerate and lmms-eval children too)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def run_stage(stage: Stage, args: argparse.Namespace, workdir: Path) -> dict:
     limit = (stage.limit_cpu_s if args.tiny else stage.limit_gpu_s) * args.time_scale
     entry = {"description": stage.description, "limit_seconds": limit}
@@ -916,19 +932,27 @@ def run_stage(stage: Stage, args: argparse.Namespace, workdir: Path) -> dict:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        entry["pid"] = process.pid  # also the id of its process group (its own session)
+        stopped = None
         try:
             returncode = process.wait(timeout=limit)
             status = "ok" if returncode == 0 else "failed"
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the stage's own session: its train.py / lmms-eval children too
-            process.wait()
             returncode, status = None, "timeout"
+        except (Interrupted, KeyboardInterrupt) as error:
+            returncode, status, stopped = None, "interrupted", str(error) or type(error).__name__
+        if returncode is None:  # a stage in a session of its own would outlive the check: end it with its children
+            kill_group(process.pid)
+            process.wait()
     entry |= {"status": status, "seconds": round(time.perf_counter() - start, 2), "returncode": returncode}
     entry["result"] = json.loads(result_path.read_text()) if result_path.exists() else {}
     if status != "ok":
         tail = log_path.read_text(errors="replace")[-2500:]
-        entry["reason"] = entry["result"].get("error") or (
-            f"no result within {limit:.0f} s" if status == "timeout" else f"exit {returncode}"
+        entry["reason"] = (
+            f"the check was stopped ({stopped}) during this stage"
+            if stopped
+            else entry["result"].get("error")
+            or (f"no result within {limit:.0f} s" if status == "timeout" else f"exit {returncode}")
         )
         entry["log_tail"] = tail
     return entry
@@ -1110,10 +1134,16 @@ def main(argv: list[str] | None = None) -> int:
         "stages": {},
         "goals": [],
     }
+    signal.signal(signal.SIGTERM, raise_interrupted)
     for stage in selected:
         print(f"[gpu_check] {stage.name}: {stage.description}", flush=True)
         entry = run_stage(stage, args, workdir)
         report["stages"][stage.name] = entry
+        if entry["status"] == "interrupted":
+            report["goals"] = judge_goals(report["stages"], args.device, args.tiny)
+            write_json_atomic(Path(args.output), report)
+            print(f"[gpu_check] stopped during {stage.name}; wrote {args.output}", flush=True)
+            return 1
         print(f"[gpu_check] {stage.name}: {entry['status']} {fmt(entry.get('seconds'), 1)} s "
               f"{stage_summary(stage.name, entry)}", flush=True)  # fmt: skip
         if entry["status"] in ("failed", "timeout"):
@@ -1126,7 +1156,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {args.output}")
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if any(e["status"] in ("failed", "timeout") for e in report["stages"].values()) else 0
+    return 1 if any(e["status"] in ("failed", "timeout", "interrupted") for e in report["stages"].values()) else 0
 
 
 if __name__ == "__main__":

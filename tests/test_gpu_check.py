@@ -226,3 +226,34 @@ def test_the_sub_config_fallback_of_older_transformers_builds_what_subconfigspec
     for key in ("vision_config", "text_config"):
         built, expected = getattr(config, key), getattr(reference, key)
         assert type(built) is type(expected) and built.to_dict() == expected.to_dict(), key
+
+
+def test_a_stopped_check_ends_its_stage_and_keeps_the_json(tmp_path):
+    """An outer `timeout` sends SIGTERM: the running stage (a session of its own, which would outlive the check and
+    hold the GPU) is killed with its children, and the JSON says which stage was cut short."""
+    import os
+    import signal
+    import time
+
+    output, workdir = tmp_path / "x.json", tmp_path / "w"
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--stages", "hour_7b,hour_3b"]
+        + ["--output", str(output), "--workdir", str(workdir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (workdir / "stage-hour_7b.log").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 1, stdout
+    report = json.loads(output.read_text())
+    entry = report["stages"]["hour_7b"]
+    assert entry["status"] == "interrupted" and "SIGTERM" in entry["reason"]
+    assert "hour_3b" not in report["stages"]
+    with pytest.raises(ProcessLookupError):
+        os.killpg(entry["pid"], 0)  # no process of the stage's group is left
