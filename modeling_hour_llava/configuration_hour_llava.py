@@ -12,12 +12,32 @@ from typing import Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
-from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+from transformers.configuration_utils import PreTrainedConfig
+
+try:
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # transformers before SubConfigSpec (5.17 has none): the `sub_configs` form, filled below
+    SubConfigSpec = None
 
 SPATIAL_FORGETTING_MODES = ("random", "uniform")
 TEMPORAL_FORGETTING_MODES = ("uniform", "random", "keyframe", "question")
 TEMPORAL_SELECTION_FEATURES = ("memory", "vision")
 MEMORY_POOL_MODES = ("bilinear", "bicubic", "area", "nearest")
+# The sub-configurations a dict without `model_type`, or None, becomes: SigLIP-so400m with 26 layers and no pooling
+# head, and a default Qwen2.
+SUB_CONFIG_DEFAULTS = {
+    "vision_config": {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 1152,
+        "intermediate_size": 4304,
+        "patch_size": 14,
+        "image_size": 384,
+        "num_hidden_layers": 26,
+        "num_attention_heads": 16,
+        "vision_use_head": False,
+    },
+    "text_config": {"model_type": "qwen2"},
+}
 
 
 def default_image_grid_pinpoints(tile_size: int = 384, max_tiles_per_side: int = 6) -> list[list[int]]:
@@ -75,22 +95,17 @@ class HourLlavaConfig(PreTrainedConfig):
         "image_token_id": "image_token_index",
         "video_token_id": "video_token_index",
     }
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(
-            config_class=AutoConfig,
-            model_type="siglip_vision_model",
-            init_kwargs={
-                "hidden_size": 1152,
-                "intermediate_size": 4304,
-                "patch_size": 14,
-                "image_size": 384,
-                "num_hidden_layers": 26,
-                "num_attention_heads": 16,
-                "vision_use_head": False,
-            },
-        ),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
-    }
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {
+            key: SubConfigSpec(
+                config_class=AutoConfig,
+                model_type=defaults["model_type"],
+                init_kwargs={name: value for name, value in defaults.items() if name != "model_type"} or None,
+            )
+            for key, defaults in SUB_CONFIG_DEFAULTS.items()
+        }
+    else:
+        sub_configs = dict.fromkeys(SUB_CONFIG_DEFAULTS, AutoConfig)
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
@@ -131,6 +146,8 @@ class HourLlavaConfig(PreTrainedConfig):
     image_grid_pinpoints: list | None = None
 
     def __post_init__(self, **kwargs):
+        if SubConfigSpec is None:
+            self.build_sub_configs()
         super().__post_init__(**kwargs)
         if self.vision_image_mean is None:
             self.vision_image_mean = [0.5, 0.5, 0.5]  # SigLIP's normalisation
@@ -142,6 +159,22 @@ class HourLlavaConfig(PreTrainedConfig):
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
         self.validate_hour_llava()
+
+    def build_sub_configs(self) -> None:
+        """What `SubConfigSpec` does on transformers that lack it: a dict becomes the config class of its
+        `model_type` (the default's when absent), None the default sub-configuration."""
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        for key, defaults in SUB_CONFIG_DEFAULTS.items():
+            value = getattr(self, key)
+            if isinstance(value, PreTrainedConfig):
+                continue
+            if value is None:
+                value = {name: item for name, item in defaults.items() if name != "model_type"}
+            elif not isinstance(value, dict):
+                raise TypeError(f"`{key}` must be a dict, a PreTrainedConfig or None, got {type(value)}")
+            model_type = value.get("model_type", defaults["model_type"])
+            setattr(self, key, CONFIG_MAPPING[model_type](**value))
 
     def validate_hour_llava(self) -> None:
         """Reject settings that cannot work, naming the field and the accepted values."""
