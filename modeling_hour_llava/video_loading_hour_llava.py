@@ -336,12 +336,14 @@ def _decode_targets(
 def _iter_torchcodec(
     info: VideoInfo, targets: np.ndarray, size: tuple[int, int], threads: int, chunk: int = 256
 ) -> Iterator[tuple[int, torch.Tensor, float]]:
-    """`_iter_pyav` through torchcodec (approximate seeking, FFmpeg's frame threads, resized while decoding).
+    """`_iter_pyav` through torchcodec (approximate seeking, FFmpeg's frame threads, resized while decoding; it turns
+    frames by their display matrix itself).
 
     A target takes the frame shown half a frame after it, which on constant-rate video is the frame the PyAV
     backend takes (the first at or after the target, within half a frame); on variable-rate video the two may
     differ by one frame. Where a batch fails (a truncated file), the frames are asked for one by one up to the
-    first that fails, and the caller checks coverage, as with PyAV."""
+    first that fails, and the caller checks coverage, as with PyAV. Where torchcodec answers with a frame not shown
+    at the asked time (its seeking in MPEG-TS), `_SeekMissed` is raised and the caller decodes with PyAV."""
     try:  # inside `try`, so transformers' remote-code import check does not demand torchcodec from Hub users
         from torchcodec.decoders import VideoDecoder
         from torchcodec.transforms import Resize
@@ -352,18 +354,16 @@ def _iter_torchcodec(
         decoder = VideoDecoder(
             info.path, seek_mode="approximate", num_ffmpeg_threads=threads, transforms=[Resize(size=size)]
         )
-        rotation = decoder.metadata.rotation
     except (RuntimeError, ValueError, IndexError) as error:
         raise VideoDecodeError(info.path, f"torchcodec could not open the video ({error})") from error
-    quarter_turns = round(-rotation / 90) % 4 if rotation else 0  # torchcodec's is counter-clockwise
     end = decoder.metadata.end_stream_seconds or (info.start_time + info.duration)
     seconds = np.minimum(targets + info.start_time + 0.499 / info.fps, max(end - 1e-3, 0.0)).tolist()
 
-    def frames_at(start: int) -> Iterator[tuple[int, torch.Tensor, float]]:
+    def frames_at(start: int) -> list[tuple[torch.Tensor, float, float]]:
         times = seconds[start : start + chunk]
         try:
             batch = decoder.get_frames_played_at(seconds=times)
-            found = [(batch.data[k], float(batch.pts_seconds[k])) for k in range(batch.data.shape[0])]
+            return list(zip(batch.data, batch.pts_seconds.tolist(), batch.duration_seconds.tolist(), strict=True))
         except (RuntimeError, ValueError, IndexError) as error:
             found = []
             for time in times:
@@ -373,15 +373,17 @@ def _iter_torchcodec(
                     if start + len(found) == 0:
                         raise VideoDecodeError(info.path, f"undecodable video stream ({error})") from error
                     break
-                found.append((frame.data, float(frame.pts_seconds)))
-        for offset, (image, pts) in enumerate(found):
-            if quarter_turns:
-                image = torch.rot90(image, k=quarter_turns, dims=(1, 2))
-            yield start + offset, image, pts - info.start_time
+                found.append((frame.data, float(frame.pts_seconds), float(frame.duration_seconds)))
+            return found
 
     for start in range(0, len(targets), chunk):
-        found = list(frames_at(start))
-        yield from found
+        found = frames_at(start)
+        for offset, (image, pts, duration) in enumerate(found):
+            asked = seconds[start + offset]
+            if not pts - 1e-6 <= asked < pts + max(duration, 0.5 / info.fps) + 1e-6:
+                raise _SeekMissed(f"torchcodec gave the frame at {pts:.3f} s for {asked:.3f} s")
+        for offset, (image, pts, _) in enumerate(found):
+            yield start + offset, image, pts - info.start_time
         if len(found) < len(seconds[start : start + chunk]):
             return
 
@@ -421,8 +423,11 @@ def _decode_into(
     threads, or more where there are fewer ranges than workers (short videos). `resume` says the first
     range does not start at the beginning of the video and must seek too.
     """
-    if backend != "pyav":
-        return _fill(_iter_torchcodec(info, targets, size, workers), frames, times)
+    if backend == "torchcodec":
+        try:
+            return _fill(_iter_torchcodec(info, targets, size, workers), frames, times)
+        except _SeekMissed:
+            pass  # torchcodec misplaces frames in this container: PyAV decodes it (and overwrites what was filled)
     ranges = _split(len(targets), workers, MIN_FRAMES_PER_WORKER)
     threads = max(min(FRAME_THREADS_PER_RANGE, workers), workers // len(ranges))
     if len(ranges) == 1:
