@@ -3,14 +3,19 @@
 `probe_video` reads the container's metadata (demuxing, never decoding, when the stream hides its length);
 `sample_frame_indices` is the reference's sampling rule; `decode_frames` decodes only what the sampled frames need
 and resizes each one while decoding, into one preallocated uint8 tensor (an hour at 384 px is 1.6 GB);
-`open_frame_stream` plans the same frames and decodes them chunk by chunk (a `FrameStream`), so an hour reaches the
-vision tower with one chunk in memory.
+`open_frame_stream` plans the same frames and decodes them a few chunks at a time (a `FrameStream`), so an hour
+reaches the vision tower with at most one chunk per core in memory. Paths may start with `~` and hold environment
+variables (`$DATA/videos/a.mp4`), as in a shell.
 
-Backends: torchcodec when FFmpeg's shared libraries are present, PyAV (which ships its own FFmpeg) otherwise;
-`backend="pyav" | "torchcodec" | "auto"` overrides. The PyAV path uses every core: the sampled frames are cut into
-one time range per core, each decoded by its own decoder that seeks to the keyframe before its range (PyAV releases
-the GIL while decoding); between samples it skips non-reference frames, and it converts only the sampled frames.
-Ranges give the bytes of one sequential decode (`tests/test_video_loading.py`).
+Backends: `backend="pyav"` (the default, also what "auto" picks) or "torchcodec". The PyAV path uses every core:
+the sampled frames are cut into one time range per core, each decoded by its own decoder (2 frame threads) that
+seeks to the keyframe before its range (PyAV releases the GIL while decoding); between samples it skips
+non-reference frames, and it converts only the sampled frames, straight to planar RGB. Ranges give the bytes of
+one sequential decode (`tests/test_video_loading.py`). torchcodec (`pip install .[torchcodec]` and FFmpeg's shared
+libraries) decodes every frame (it cannot skip non-reference ones) and used 30% to 45% more CPU than the PyAV
+path on the benchmark's files (docs/benchmarks.md), so "auto" does not pick it; where it is asked for, it gives the
+same frames and times on constant-rate video (`tests/test_video_backends.py`), and files whose frames it misplaces
+(its seeking in MPEG-TS) are decoded with PyAV.
 
 Every failure is a `VideoDecodeError` naming the file and the reason.
 """
@@ -378,7 +383,7 @@ def _iter_torchcodec(
 
     for start in range(0, len(targets), chunk):
         found = frames_at(start)
-        for offset, (image, pts, duration) in enumerate(found):
+        for offset, (_, pts, duration) in enumerate(found):
             asked = seconds[start + offset]
             if not pts - 1e-6 <= asked < pts + max(duration, 0.5 / info.fps) + 1e-6:
                 raise _SeekMissed(f"torchcodec gave the frame at {pts:.3f} s for {asked:.3f} s")

@@ -5,6 +5,7 @@ never blocking), a directory; and `~` and environment variables are expanded as 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -86,15 +87,10 @@ def world_readable_folder():
     folder = tempfile.mkdtemp(prefix="hour_llava_paths_")  # under /tmp, which every user may enter
     os.chmod(folder, 0o755)
     yield folder
-    for root, dirs, files in os.walk(folder, topdown=True):
+    for root, dirs, _ in os.walk(folder):
         for name in dirs:
             os.chmod(os.path.join(root, name), 0o755)
-    for root, dirs, files in os.walk(folder, topdown=False):
-        for name in files:
-            os.remove(os.path.join(root, name))
-        for name in dirs:
-            os.rmdir(os.path.join(root, name))
-    os.rmdir(folder)
+    shutil.rmtree(folder)
 
 
 def test_folder_that_cannot_be_entered_and_file_that_cannot_be_read(world_readable_folder):
