@@ -3,7 +3,7 @@
 What is measured
 ----------------
 A matrix of kinds of file (`MATRIX`; `--files` picks some), all 30 fps and `--durations` minutes long (30 by
-default; the 1080p file at most 10: lmms-eval's reader would need 17 GB of RAM for 30 minutes of it), 16:9, in mp4:
+default; the 1080p file at most 5: lmms-eval's reader would need 17 GB of RAM for 30 minutes of it), 16:9, in mp4:
 
 * `lowres`: 640 x 360 H.264, x264 preset `ultrafast`: no B-frames (every frame is a reference frame, so nothing
   can be skipped between samples and the loader's own cost per frame shows), no CABAC, no deblocking;
@@ -34,6 +34,7 @@ Each video is decoded by:
 * `ours, streamed`: `open_frame_stream(path, size=384, chunk_frames=512)` iterated chunk by chunk, as
   `model.encode_video(video_streams=...)` consumes it: one chunk per core is decoded at a time (1 GiB at most);
 * `ours, torchcodec`: `ours` with `backend="torchcodec"` (where torchcodec and FFmpeg's libraries load);
+* `ours, 1 thread per range`: `ours` with single-threaded decoders (`FRAME_THREADS_PER_RANGE = 1`), as before;
 * `ours, 1 thread`: `ours` with `threads=1` (one sequential decoder);
 * `lmms-eval read_video`: lmms-eval's reader, `read_video(path, fps=1, num_frm=10**9, backend="pyav")`: with
   `num_frm` that large, `fps=1` alone decides the count (`int(frames / frame rate)`, spread evenly over the video),
@@ -128,8 +129,9 @@ MATRIX = (
     FileKind("x264", "x264, B-frames", 1.0, "libx264", X264_DEFAULT, None, "normal GOP"),
     FileKind("long-gop", "x264, B-frames, long GOP", 1.0, "libx264", X264_DEFAULT, 1800, "long GOP"),
     # lmms-eval's reader holds every sampled frame twice at full size (yuv420p, then RGB): 17 GB for 30 minutes of
-    # 1080p, more than this shared 24 GB machine can give it; 10 minutes need 5.6 GB.
-    FileKind("1080p", "x264, B-frames", 1.5, "libx264", X264_DEFAULT, None, "normal GOP", max_minutes=10.0),
+    # 1080p, more than a shared 24 GB machine can give it; 5 minutes need 2.8 GB (and encode in 25 minutes on 2
+    # busy cores).
+    FileKind("1080p", "x264, B-frames", 1.5, "libx264", X264_DEFAULT, None, "normal GOP", max_minutes=5.0),
     # VP9 in mp4: lmms-eval's reader keeps every decoded frame of a webm or mkv file (its container check), which
     # for 30 minutes of 720p is 75 GB; in mp4 it takes the path that keeps only the sampled frames.
     FileKind(
@@ -149,12 +151,22 @@ CONTENT_VERSION = 1  # bump when `Scene` changes, so cached videos are re-encode
 OURS = "ours"
 OURS_1_THREAD = "ours, 1 thread"
 OURS_TORCHCODEC = "ours, torchcodec"
+OURS_SINGLE_THREADED_RANGES = "ours, 1 thread per range"
 OURS_STREAMED = "ours, streamed"
 STREAM_CHUNK_FRAMES = 512  # frames per chunk handed to the vision side (`open_frame_stream`'s default)
 LMMS_EVAL = "lmms-eval read_video"
 FULL_FFMPEG = "full decode (ffmpeg)"
 FULL_PYAV = "full decode (PyAV)"
-METHODS = (FULL_FFMPEG, FULL_PYAV, OURS_TORCHCODEC, OURS, OURS_STREAMED, OURS_1_THREAD, LMMS_EVAL)
+METHODS = (
+    FULL_FFMPEG,
+    FULL_PYAV,
+    OURS_TORCHCODEC,
+    OURS_SINGLE_THREADED_RANGES,
+    OURS,
+    OURS_STREAMED,
+    OURS_1_THREAD,
+    LMMS_EVAL,
+)
 QUICK_METHODS = (FULL_FFMPEG, OURS, LMMS_EVAL)  # FULL_PYAV replaces FULL_FFMPEG where ffmpeg is missing
 
 SPEEDUP_GOAL = 1.5  # ours at least this much faster than lmms-eval's reader
@@ -510,8 +522,14 @@ class Window:
         )
 
 
-def measure_ours(path: str, threads: int, period: int | None, backend: str = "pyav") -> dict:
+def measure_ours(
+    path: str, threads: int, period: int | None, backend: str = "pyav", frame_threads: int | None = None
+) -> dict:
+    from modeling_hour_llava import video_loading_hour_llava
     from modeling_hour_llava.video_loading_hour_llava import decode_frames
+
+    if frame_threads is not None:  # this child only
+        video_loading_hour_llava.FRAME_THREADS_PER_RANGE = frame_threads
 
     with Window() as window:
         frames, info, times = decode_frames(path, size=SIZE, backend=backend, threads=threads)
@@ -581,6 +599,7 @@ CHILD_MEASURES = {
     OURS_TORCHCODEC: (measure_ours, 0, {"backend": "torchcodec"}),
     OURS_STREAMED: (measure_ours_streamed, 0, {}),
     OURS_1_THREAD: (measure_ours, 1, {}),
+    OURS_SINGLE_THREADED_RANGES: (measure_ours, 0, {"frame_threads": 1}),
     LMMS_EVAL: (measure_lmms_eval, 0, {}),
     FULL_PYAV: (measure_full_pyav, 0, {}),
 }
@@ -899,7 +918,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         nargs="+",
         default=None,
-        help="length of every file of the matrix in minutes (default 30; 1 with --quick); 1080p is capped at 10",
+        help="length of every file of the matrix in minutes (default 30; 1 with --quick); 1080p is capped at 5",
     )
     parser.add_argument(
         "--files",
