@@ -12,10 +12,10 @@ the sampled frames are cut into one time range per core, each decoded by its own
 seeks to the keyframe before its range (PyAV releases the GIL while decoding); between samples it skips
 non-reference frames, and it converts only the sampled frames, straight to planar RGB. Ranges give the bytes of
 one sequential decode (`tests/test_video_loading.py`). torchcodec (`pip install .[torchcodec]` and FFmpeg's shared
-libraries) decodes every frame (it cannot skip non-reference ones) and used 30% to 45% more CPU than the PyAV
-path on the benchmark's files (docs/benchmarks.md), so "auto" does not pick it; where it is asked for, it gives the
-same frames and times on constant-rate video (`tests/test_video_backends.py`), and files whose frames it misplaces
-(its seeking in MPEG-TS) are decoded with PyAV.
+libraries) decodes every frame (it cannot skip non-reference ones): it used 39% to 50% more CPU than the PyAV path
+on the benchmark's x264 files with B-frames and was slower on every file (docs/benchmarks.md), so "auto" does not
+pick it; where it is asked for, it gives the same frames and times on constant-rate video
+(`tests/test_video_backends.py`), and files whose frames it misplaces (its seeking in MPEG-TS) are decoded with PyAV.
 
 Every failure is a `VideoDecodeError` naming the file and the reason.
 """
@@ -40,9 +40,10 @@ from .errors_hour_llava import VideoDecodeError
 BACKENDS = ("auto", "pyav", "torchcodec")
 # A worker decodes at least this many sampled frames: fewer are not worth a seek and a decoder of their own.
 MIN_FRAMES_PER_WORKER = 16
-# Frame threads of each range's decoder (at least; more where ranges are fewer than workers). Two cost ~10% more
-# CPU than one, but a decoder whose threads wait on each other keeps its share of a busy machine's cores, where a
-# single-threaded one (never sleeping) gets a third of it (benchmarks/video_decoding.py, docs/benchmarks.md).
+# Frame threads of each range's decoder (at least; more where ranges are fewer than workers). Two cost 4% to 21%
+# more CPU than one, but decoders whose threads wait on each other keep their share of a busy machine's cores, where
+# single-threaded ones (never sleeping) lose it: up to 2.4x the wall time on the shared benchmark machine
+# (benchmarks/video_decoding.py, `ours, 1 thread per range`; docs/benchmarks.md).
 FRAME_THREADS_PER_RANGE = 2
 # While streaming, at most this many bytes of decoded frames are held (one chunk per worker, at least one chunk).
 STREAM_SEGMENT_BYTES = 1 << 30
