@@ -40,7 +40,18 @@ def quick_run(tmp_path_factory) -> tuple[dict, str]:
     folder = tmp_path_factory.mktemp("decode_bench")
     output = folder / "result.json"
     completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--workdir", str(folder / "videos"), "--output", str(output)],
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--files",  # the two x264 files with B-frames; `test_matrix_files_are_what_they_claim` checks the rest
+            "x264",
+            "long-gop",
+            "--workdir",
+            str(folder / "videos"),
+            "--output",
+            str(output),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -68,6 +79,36 @@ def test_scene_offset_continues_the_count(bench):
 @pytest.mark.parametrize("num_frames, fps", [(1800, 30.0), (54000, 30.0), (108000, 30.0), (3000, 25.0), (90, 30.0)])
 def test_expected_indices_are_the_loaders_rule(bench, num_frames, fps):
     assert np.array_equal(bench.expected_ours(num_frames, fps), sample_frame_indices(num_frames, fps, 1.0, 128))
+
+
+def test_matrix_files_are_what_they_claim(bench, tmp_path):
+    # Each kind of file, encoded for 3 seconds at a small size: the codec, the B-frames (present or absent), the
+    # keyframe interval and the size the matrix promises.
+    args = bench.parse_args(["--quick", "--workdir", str(tmp_path), "--durations", "0.05"])
+    assert args.durations == [0.05] and args.rss_minutes == 0
+    args.height = 72
+    videos = {video.kind: video for video in bench.prepare_videos(args)}
+    assert list(videos) == [kind.key for kind in bench.MATRIX]
+    for key, video in videos.items():
+        kind = bench.MATRIX_BY_KEY[key]
+        assert video.frames == 90 and video.height == round(72 * kind.scale / 2) * 2 and video.path.endswith(".mp4")
+        summary = bench.stream_summary(video.path)
+        assert summary["codec"] == ("vp9" if kind.codec == "libvpx-vp9" else "h264")
+        has_b_frames = summary["frame_types_first_300"].get("B", 0) > 0
+        assert has_b_frames == (key in ("x264", "long-gop", "1080p")), key
+        with av.open(video.path) as container:
+            keyframes = [packet.pts for packet in container.demux(video=0) if packet.is_keyframe]
+        assert len(keyframes) == 1  # 90 frames: one GOP, whatever the interval
+
+
+def test_repeated_video_carries_its_index_modulo_the_period(bench, tmp_path):
+    args = bench.parse_args(["--quick", "--workdir", str(tmp_path), "--files", "x264", "--durations", "0.05"])
+    args.height, args.rss_minutes = 72, 0.1
+    first, repeated = bench.prepare_videos(args)
+    assert repeated.memory_only and repeated.period == first.frames == 90 and repeated.frames == 180
+    with av.open(repeated.path) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert [bench.frame_index(frame) for frame in frames] == [k % 90 for k in range(180)]
 
 
 @pytest.mark.slow
