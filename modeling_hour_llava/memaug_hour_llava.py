@@ -12,6 +12,10 @@ interface, so `attn_implementation` selects SDPA / FlashAttention / eager. RoPE 
 `memaug_rotary_fraction` of each head's dims, GPT-NeoX halves, angles in fp32, cos/sin cast to the activation dtype
 and the rotation done in fp32, as the reference's flash-attn kernel does. The memory is never normalised and is
 re-projected by every block.
+
+Where MemAug looked: `output_memory_attentions=True` (on the model's `forward` and `generate`) returns, per block, the
+cross-attention's mass on every memory token averaged over the queries (`memory_attention_mass`: key chunks and a
+log-sum-exp per query, never the queries x memory score matrix), which the model sums per video frame.
 """
 
 from __future__ import annotations

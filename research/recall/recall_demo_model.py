@@ -61,14 +61,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def stage_folders(args: argparse.Namespace) -> list[tuple[str, int, str]]:
-    """(set, steps, output folder) of every stage, in order."""
+def parse_demo_stages(stages: list[str], batch_size: int) -> list[tuple[str, int, int]]:
+    """["pink:700", "pink-hour:100:2"] -> [("pink", 700, batch_size), ("pink-hour", 100, 2)]: NAME:STEPS of
+    recall_curriculum.py, with an optional batch size of that stage (hour-long videos cost 20 times a 3-minute one)."""
     from research.recall.recall_curriculum import parse_stages
 
+    parsed = []
+    for stage in stages:
+        name_steps, batch = stage, ""
+        if stage.count(":") == 2:
+            name_steps, _, batch = stage.rpartition(":")
+            if not batch.isdigit():
+                raise SystemExit(f"--stages {stage!r}: write NAME:STEPS or NAME:STEPS:BATCH")
+        ((name, steps),) = parse_stages([name_steps])
+        parsed.append((name, steps, int(batch) if batch else batch_size))
+    return parsed
+
+
+def stage_folders(args: argparse.Namespace) -> list[tuple[str, int, int, str]]:
+    """(set, steps, batch size, output folder) of every stage, in order."""
     runs = f"{args.workdir}/runs/seed{args.seed}"
-    return [
-        (name, steps, f"{runs}/{k:02d}-{name}-{steps}") for k, (name, steps) in enumerate(parse_stages(args.stages))
-    ]
+    folders = []
+    for k, (name, steps, batch) in enumerate(parse_demo_stages(args.stages, args.batch_size)):
+        suffix = "" if batch == args.batch_size else f"-b{batch}"
+        folders.append((name, steps, batch, f"{runs}/{k:02d}-{name}-{steps}{suffix}"))
+    return folders
 
 
 def train(args: argparse.Namespace, tower: str, features: str) -> str:
@@ -81,12 +98,12 @@ def train(args: argparse.Namespace, tower: str, features: str) -> str:
         write_recall_init(
             start, "memaug", seed=args.seed, tower_from=tower, overrides=kept_frames_budget(args.kept_frames)
         )
-    for name, steps, out in stage_folders(args):
+    for name, steps, batch, out in stage_folders(args):
         if not os.path.exists(os.path.join(out, "training_summary.json")):
             print(f"stage {os.path.basename(out)}: train.py from {os.path.basename(start)}", flush=True)
             data = f"{args.workdir}/{name}"
             command = train_command(args, start, f"{data}/chat", f"{data}/videos", features, out, args.seed, steps,
-                                    args.batch_size, save_steps=args.save_steps, keep_checkpoints=None)  # fmt: skip
+                                    batch, save_steps=args.save_steps, keep_checkpoints=None)  # fmt: skip
             run(command, f"{out}.log")
         start = out
     return start
@@ -112,7 +129,7 @@ def learning_curve(args: argparse.Namespace) -> list[dict]:
 
     torch.set_num_threads(1)
     curve, offset, loaded = [], 0, None
-    for name, steps, out in stage_folders(args):
+    for name, steps, _, out in stage_folders(args):
         if not os.path.exists(os.path.join(out, "training_summary.json")):
             break
         for step, checkpoint in checkpoints_of(out):
@@ -196,14 +213,15 @@ code: `hour_llava_demo.checkpoint.materialise_checkpoint` writes the package's r
 
 
 def main(argv: list[str] | None = None) -> int:
-    from research.recall.recall_curriculum import parse_stages, prepare
+    from research.recall.recall_curriculum import prepare
     from research.recall.recall_model import export_recall_model, recall_tower, shared_tower_paths
 
     args = parse_args(argv)
     started = time.time()
     tower, features = shared_tower_paths(args.workdir)
     recall_tower(tower)
-    names = tuple(dict.fromkeys([name for name, _ in parse_stages(args.stages)] + args.tests))
+    stages = [name for name, *_ in parse_demo_stages(args.stages, args.batch_size)]
+    names = tuple(dict.fromkeys(stages + args.tests))
     prepare(args.workdir, tower, features, names=names, max_videos=args.max_videos)
     print(f"sets ready: {', '.join(names)}   {time.time() - started:.0f} s", flush=True)
     model = train(args, tower, features)
@@ -222,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     summaries = {}
-    for _, _, out in stage_folders(args):
+    for *_, out in stage_folders(args):
         with open(os.path.join(out, "training_summary.json")) as handle:
             summary = json.load(handle)
         summaries[os.path.basename(out)] = {
