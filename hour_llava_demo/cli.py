@@ -8,11 +8,11 @@ flashed for 2-3 s every 5 to 12 s, about 400 flashes in an hour, and exactly one
 the embedded model (`checkpoints/hour-llava-recall-tiny`: weights and processor files, its code written from this
 package into a cache folder first) the way any Hub checkpoint loads, with
 `AutoModelForImageTextToText.from_pretrained(..., trust_remote_code=True)`, decodes the video at 1 fps, encodes it
-once into its memory repository, and asks two questions that only the needle's 2-3 seconds answer: its shape, and
-the background it flashed on. For each it prints the answer and the truth, whether the needle was among the frames
-the decoder sees after forgetting (16 of 3,600 for an hour: almost never), and the time where MemAug's
-cross-attention into the full memory put most of its weight (`output_memory_attentions=True`). It writes a picture
-(SVG) of the hour: the kept frames, the needle, and MemAug's attention over time for each question.
+once into its memory repository, and asks what only the needle's 2-3 seconds answer: which shape flashed in pink.
+It prints the answer and the truth, whether the needle was among the frames the decoder sees after forgetting (16 of
+3,600 for an hour: almost never), and the time where MemAug's cross-attention into the full memory put most of its
+weight (`output_memory_attentions=True`). It writes a picture (SVG) of the hour: the kept frames, the needle, and
+MemAug's attention over time for each question.
 
 The model is tiny (4 MB: a frozen 2-layer vision tower pretrained for this world, projector, 2 MemAug blocks, a
 2-layer decoder over a 600-token vocabulary), trained by `research/recall/recall_demo_model.py` with the package's
@@ -30,7 +30,16 @@ import torch
 
 from .checkpoint import DEFAULT_CHECKPOINT, default_cache_dir, materialise_checkpoint
 from .picture import QuestionPanel, clock, write_picture
-from .world import DemoQuestion, NeedleWorld, Timeline, demo_questions, demo_timeline, needle_of, write_timeline_video
+from .world import (
+    DEMO_TASKS,
+    DemoQuestion,
+    NeedleWorld,
+    Timeline,
+    demo_questions,
+    demo_timeline,
+    needle_of,
+    write_timeline_video,
+)
 
 MINUTES = (5.0, 60.0)
 PEAK_TOLERANCE_SECONDS = 3  # "at the moment": the attention peak within this many seconds of the asked-about flash
@@ -148,8 +157,10 @@ def load_model(model: str | None, workdir: Path):
     return processor, loaded, source
 
 
-def answer_video(processor, model, timeline: Timeline, video: str, max_new_tokens: int = 4) -> VideoResult:
-    """Encode `video` once and ask the demo's questions about it (`demo_questions`) from that memory."""
+def answer_video(
+    processor, model, timeline: Timeline, video: str, max_new_tokens: int = 4, tasks: tuple[str, ...] = DEMO_TASKS
+) -> VideoResult:
+    """Encode `video` once and ask the demo's questions about it (`demo_questions`, of `tasks`) from that memory."""
     from modeling_hour_llava import end_of_turn_token_ids, video_token_budget
 
     start = time.perf_counter()
@@ -164,7 +175,7 @@ def answer_video(processor, model, timeline: Timeline, video: str, max_new_token
     kept_seconds = sorted({int(frame_seconds[f]) for f in kept}) if kept is not None else None
     end_of_turn = end_of_turn_token_ids(processor.tokenizer, model.generation_config)
     answers = []
-    for question in demo_questions(timeline):
+    for question in demo_questions(timeline, tasks):
         start = time.perf_counter()
         messages = [{"role": "user", "content": [{"type": "video", "path": video},
                                                  {"type": "text", "text": question.question}]}]  # fmt: skip

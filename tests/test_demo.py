@@ -35,7 +35,7 @@ from hour_llava_demo.world import (  # noqa: E402
     write_timeline_video,
 )
 
-HELD_OUT = [(30 + 1.5 * k, 1000 + k) for k in range(20)]  # (minutes, seed): 30 to 58.5 minutes, seeds no set uses
+HELD_OUT = [(30 + k, 1000 + k) for k in range(30)]  # (minutes, seed): 30 to 59 minutes, seeds no training set uses
 ANSWER = re.compile(
     r"^Q: (?P<question>.*)\nA: (?P<answer>\S*)\s+\(truth: (?P<truth>\S+); (?P<verdict>right|WRONG)\).*\n"
     r"\s+asked-about moment (?P<moment>\S+); among the frames the decoder saw: (?P<kept>yes|no|unknown); "
@@ -70,7 +70,7 @@ def demo_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def held_out(demo_model, tmp_path_factory):
-    """The demo's answers about 20 fresh 30-60 minute videos."""
+    """The demo's answers about 30 fresh 30-60 minute videos."""
     import torch
 
     torch.set_num_threads(1)
@@ -98,14 +98,14 @@ def test_the_demo_answers_the_default_video_right_and_draws_where_memaug_looked(
     needle = needle_of(timeline)
     expected = {q.question: q for q in demo_questions(timeline)}
     printed = {m["question"]: m for m in ANSWER.finditer(out)}
-    assert printed.keys() == expected.keys() and len(printed) == 2, out[-3000:]
+    assert printed.keys() == expected.keys() and len(printed) >= 1, out[-3000:]
     for question, match in printed.items():
         assert match["truth"] == expected[question].answer
         assert match["answer"] == expected[question].answer and match["verdict"] == "right", out[-3000:]
         assert seconds(match["moment"].split("-")[0]) == needle.start
         assert seconds(match["moment"].split("-")[1]) == needle.end
         assert cli.within(seconds(match["peak"]), (needle.start, needle.end))
-    assert "2 of 2 answers right" in out
+    assert f"{len(expected)} of {len(expected)} answers right" in out
     assert wall < 300, f"the demo took {wall:.0f} s"
 
     picture = pathlib.Path(re.search(r"^picture: (.+)$", out, re.MULTILINE)[1])
@@ -120,7 +120,7 @@ def test_the_demo_answers_the_default_video_right_and_draws_where_memaug_looked(
     assert all(200 <= b - a <= 250 for a, b in zip(kept, kept[1:], strict=False))  # one frame in about 225 s
     kept_needle = any(needle.start <= second < needle.end for second in kept)
     assert {m["kept"] for m in printed.values()} == {"yes" if kept_needle else "no"}
-    for index in (1, 2):
+    for index in range(1, len(expected) + 1):
         panel = groups[f"question-{index}"]
         (moment,) = [r for r in panel.iter(f"{SVG}rect") if r.get("class") == "moment"]
         assert (int(moment.get("data-start")), int(moment.get("data-end"))) == (needle.start, needle.end)
@@ -134,13 +134,13 @@ def test_the_demo_answers_the_default_video_right_and_draws_where_memaug_looked(
 
 
 def test_the_demo_model_answers_held_out_hour_long_videos_by_finding_the_needle(held_out):
-    """20 fresh 30-60 minute videos, two questions each: at least 85 % right, a count that guessing (1 in 3 shapes,
-    1 in 8 backgrounds) reaches with probability below 1e-6; the needle is among the frames the decoder sees for
-    few of them (the answers come through MemAug); every right answer's attention peak is within 3 s of the needle."""
+    """30 fresh 30-60 minute videos, the demo's questions about each: at least 85 % right, a count that guessing (1
+    in 3 shapes) reaches with probability below 1e-6; the needle is among the frames the decoder sees for few of them
+    (the answers come through MemAug); every right answer's attention peak is within 3 s of the needle."""
     answers = [answer for result in held_out for answer in result.answers]
     right = [answer for answer in answers if answer.right]
     chances = [answer.question.chance for answer in answers]
-    assert len(answers) == 40
+    assert len(answers) >= 30
     assert len(right) >= math.ceil(0.85 * len(answers)), f"{len(right)} of {len(answers)} right"
     assert chance_tail(len(right), chances) < 1e-6
     kept = sum(bool(answer.moment_kept) for answer in answers)
