@@ -25,9 +25,11 @@ with these functions.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -58,7 +60,11 @@ class WorldSpec(Protocol):
 @dataclass(frozen=True)
 class NeedleWorld:
     """The demo's world: frame size (square, px), scene lengths, flash lengths and gaps (seconds), the needle's
-    colour (None: a random one per video)."""
+    colour (None: a random one per video) and the shapes a needle may have (None: any of SHAPES, as distractors).
+
+    The demo's needles are circles and squares: a pink triangle fills half of its box, and in the 2 x 2 memory grid
+    of the demo's tiny model its tokens carry too little pink for MemAug to find it among the 400 flashes of an
+    hour; the model then answers "triangle" by default, right without looking (research/recall/README.md)."""
 
     size: int = 32
     min_scene_seconds: int = 5
@@ -66,6 +72,7 @@ class NeedleWorld:
     flash_seconds: tuple[int, int] = (2, 3)
     flash_gap_seconds: tuple[int, int] = (3, 9)
     needle_colour: str | None = DEMO_NEEDLE_COLOUR
+    needle_shapes: tuple[str, ...] | None = ("circle", "square")
 
 
 @dataclass
@@ -147,6 +154,9 @@ def needle_flashes(
         side = rng.randint(round(world.size * SHAPE_SIDE[0]), round(world.size * SHAPE_SIDE[1]))
         x, y = rng.randint(0, world.size - side), rng.randint(0, world.size - side)
         flashes.append(Flash(start, end, rng.choice(SHAPES), colour, (x, y, x + side, y + side)))
+    allowed = getattr(world, "needle_shapes", None)  # the research suite's specs: any shape
+    if allowed and flashes[needle].shape not in allowed:
+        flashes[needle].shape = rng.choice(list(allowed))
     return flashes
 
 
@@ -177,10 +187,15 @@ def needle_of(timeline: Timeline) -> Flash:
 
 def demo_timeline(minutes: float, seed: int, world: NeedleWorld | None = None) -> Timeline:
     """The demo's video of `minutes` (whole seconds), its content drawn from `seed` (a stream of its own: no
-    training or test set of the research suite draws the same video)."""
-    duration = round(minutes * 60)
-    return needle_timeline(f"demo-{duration}s-seed{seed}.mp4", duration, world or NeedleWorld(),
-                           random.Random(f"hour-llava-demo\0{duration}\0{seed}"))  # fmt: skip
+    training or test set of the research suite draws the same video); its file name ends in a digest of the
+    content."""
+    duration, world = round(minutes * 60), world or NeedleWorld()
+    timeline = needle_timeline(f"demo-{duration}s-seed{seed}.mp4", duration, world,
+                               random.Random(f"hour-llava-demo\0{duration}\0{seed}"))  # fmt: skip
+    # The file name carries a digest of what the video shows, so a cached video of another world is never reused.
+    content = json.dumps([asdict(world), timeline.scenes, [asdict(f) for f in timeline.flashes]], default=list)
+    timeline.video = f"demo-{duration}s-seed{seed}-{hashlib.sha256(content.encode()).hexdigest()[:10]}.mp4"
+    return timeline
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,12 +247,12 @@ def others(pool, answer: str) -> list[str]:
     return [item for item in pool if item != answer]
 
 
-def needle_question(task: str, timeline: Timeline) -> tuple[str, str, list[str]]:
+def needle_question(task: str, timeline: Timeline, shapes: tuple[str, ...] = SHAPES) -> tuple[str, str, list[str]]:
     """(question, answer, wrong answers) of a needle task: the question names the needle's colour, never what it
-    asks for."""
+    asks for. `shapes`: the shapes a needle may have."""
     needle = needle_of(timeline)
     if task == "needle_shape":
-        return f"Which shape flashed on screen in {needle.colour}?", needle.shape, others(SHAPES, needle.shape)
+        return f"Which shape flashed on screen in {needle.colour}?", needle.shape, others(shapes, needle.shape)
     if task == "needle_scene":
         background = timeline.background_at(needle.start)
         question = f"What was the background colour when the {needle.colour} shape flashed?"
@@ -257,12 +272,15 @@ class DemoQuestion:
     chance: float
 
 
-def demo_questions(timeline: Timeline, tasks: tuple[str, ...] = DEMO_TASKS) -> list[DemoQuestion]:
-    """The demo's questions about a needle video, with their truths."""
-    needle = needle_of(timeline)
+def demo_questions(
+    timeline: Timeline, tasks: tuple[str, ...] = DEMO_TASKS, world: NeedleWorld | None = None
+) -> list[DemoQuestion]:
+    """The demo's questions about a needle video of `world` (default: the demo's), with their truths; a question's
+    chance is one over the answers the world allows."""
+    needle, world = needle_of(timeline), world or NeedleWorld()
     questions = []
     for task in tasks:
-        question, answer, wrong = needle_question(task, timeline)
+        question, answer, wrong = needle_question(task, timeline, world.needle_shapes or SHAPES)
         questions.append(DemoQuestion(task, question, answer, (needle.start, needle.end), 1 / (1 + len(wrong))))
     return questions
 
