@@ -97,6 +97,9 @@ def render_svg(title: str, duration: int, kept_seconds: list[int] | None, panels
         parts.append(f'<rect class="moment" data-start="{start}" data-end="{end}" x="{x(start):.2f}" y="{y0}" '
                      f'width="{width:.2f}" height="{PANEL_HEIGHT}" fill="{MOMENT_COLOUR}" '
                      'fill-opacity="0.35"/>')  # fmt: skip
+        label_x = min(max(x(start), LEFT + 40), LEFT + plot - 40)
+        parts.append(f'<text class="moment-label" x="{label_x:.2f}" y="{y0 + 12}" text-anchor="middle" '
+                     f'fill="{MOMENT_COLOUR}">asked about: {clock(start)}</text>')  # fmt: skip
         top_value = max(panel.attention) or 1.0
         points = " ".join(f"{x(second + 0.5):.2f},{base - (PANEL_HEIGHT - 6) * value / top_value:.2f}"
                           for second, value in enumerate(panel.attention))  # fmt: skip

@@ -31,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 
 from dataset_builder.media import write_json_atomically  # noqa: E402
+from hour_llava_lmms.evaluation import write_atomically  # noqa: E402
 
 DEFAULT_STAGES = ("pink-slow:300", "pink:700", "pink-medium:400", "pink-hour:400")
 DEFAULT_TESTS = ("test-pink", "test-pink-hour")
@@ -48,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--save-steps", type=int, default=100, help="a checkpoint (a point of the curve) every N")
     parser.add_argument("--max-videos", type=int, default=0, help="cap every set at this many videos (smoke runs)")
     parser.add_argument("--curve-videos", type=int, default=0, help="score the curve on at most N videos per set")
+    parser.add_argument("--curve-demo-videos", type=int, default=10,
+                        help="demo videos (30-60 min) asked at the end of every stage")  # fmt: skip
     parser.add_argument(
         "--demo-videos", type=int, default=40, help="held-out demo videos (30-60 min) scored at the end"
     )
@@ -55,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--export-to", default=os.path.join(ROOT, "checkpoints", "hour-llava-recall-tiny"),
                         help="export the trained model here, without code ('' to skip)")  # fmt: skip
     parser.add_argument("--json", default=os.path.join(HERE, "results", "recall_demo_model.json"))
+    parser.add_argument("--markdown", default=os.path.join(HERE, "results", "recall_demo_model.md"))
     args = parser.parse_args(argv)
     args.workdir = os.path.abspath(args.workdir)
     args.random_tower = False  # the tower pretrained for the suite's world (recall_curriculum.load_sets reads it)
@@ -153,6 +157,24 @@ def learning_curve(args: argparse.Namespace) -> list[dict]:
     return curve
 
 
+def demo_curve(args: argparse.Namespace) -> list[dict]:
+    """The demo's own question (`demo_accuracy`, generation) at the end of every finished stage, on
+    --curve-demo-videos fresh 30-60 minute demo videos (seeds from 6000, apart from the final score's), cached."""
+    points, offset = [], 0
+    for name, steps, _, out in stage_folders(args):
+        if not os.path.exists(os.path.join(out, "training_summary.json")):
+            break
+        offset += steps
+        path = f"{out}/demo_curve-{args.curve_demo_videos}.json"
+        if not os.path.exists(path):
+            result = demo_accuracy(out, args.curve_demo_videos, 6000, f"{args.workdir}/demo")
+            write_json_atomically(path, {k: v for k, v in result.items() if k != "answers"})
+        with open(path) as handle:
+            points.append({"step": offset, "stage": name, **json.load(handle)})
+        print("demo curve", points[-1], flush=True)
+    return points
+
+
 def demo_accuracy(model: str, videos: int, first_seed: int, workdir: str) -> dict:
     """The model answering the needle questions exactly as `hour-llava-demo` asks them (generation, 30-60 minute
     videos of the demo's own seeds `first_seed`..): right per task, and over the demo's own questions (`DEMO_TASKS`)
@@ -188,6 +210,30 @@ def demo_accuracy(model: str, videos: int, first_seed: int, workdir: str) -> dic
     return {**summary, "answers": answers}
 
 
+def markdown(curve: list[dict], demo: dict, tests: list[str], stages_demo: list[dict]) -> str:
+    """The learning curve (exact answers, teacher-forced, per held-out set; the demo's question at the end of each
+    stage) and the held-out demo result as markdown tables."""
+    from research.recall.recall_curriculum import SETS
+
+    lengths = " | ".join(f"{t} ({SETS[t].minutes[0]:g}-{SETS[t].minutes[1]:g} min)" for t in tests)
+    lines = [f"| step | stage | {lengths} |", "|---|---|" + "---|" * len(tests)]
+    for point in curve:
+        cells = " | ".join(f"{point['accuracy'][t]:.1f}" for t in tests)
+        lines.append(f"| {point['step']} | {point['stage']} | {cells} |")
+    lines += ["", "| after stage (step) | demo videos | needle's shape right | attention peak at the needle (right "
+              "answers) | background right |", "|---|---|---|---|---|"]  # fmt: skip
+    for point in stages_demo:
+        lines.append(f"| {point['stage']} ({point['step']}) | {point['videos']} | "
+                     f"{point['per_task'].get('needle_shape', 0.0):.1f} | {point['peak_at_moment_when_right']:.1f} | "
+                     f"{point['per_task'].get('needle_scene', 0.0):.1f} |")  # fmt: skip
+    shape, scene = demo["per_task"].get("needle_shape", 0.0), demo["per_task"].get("needle_scene", 0.0)
+    lines += ["", "| demo videos (30-60 min) | needle's shape right | needle among the decoder's frames | "
+              "attention peak at the needle (right answers) | background right (not asked) |", "|---|---|---|---|---|",
+              f"| {demo['videos']} | {shape:.1f} | {demo['needle_kept']:.1f} | "
+              f"{demo['peak_at_moment_when_right']:.1f} | {scene:.1f} |"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 MODEL_CARD = """---
 library_name: transformers
 pipeline_tag: video-text-to-text
@@ -198,14 +244,14 @@ tags: [hour-llava, long-video, memaug, tiny]
 The embedded default model of the package (`make demo`): Hour-LLaVA with MemAug at toy scale, trained from scratch
 by `research/recall/recall_demo_model.py` with the package's `train.py` on the demo's world
 (`hour_llava_demo.world`: scenes of 5 to 15 s at 1 fps, a coloured shape flashed every 5 to 12 s, one of them, the
-needle, the only pink one), through a length curriculum ({stages}; batches of {batch} unless a stage names its
-own, seed {seed}), on two questions about the pink flash: its shape and the background it flashed on. It knows
+needle, the only pink one), through a length curriculum ({stages}; batches of {batch} unless a stage names
+its own; seed {seed}), on two questions about the pink flash: its shape and the background it flashed on. It knows
 nothing else.
 
-Held-out, as the demo asks ({videos} fresh videos of 30 to 60 minutes): it names the pink shape in {shape:.1f} % of
-them (guessing: 1 in 3), while the needle was among the 16 frames the decoder sees in {kept:.1f} %; MemAug's
-attention peaked within 3 s of the needle for {peak:.1f} % of the right answers. The background it flashed on, which
-the demo does not ask: {scene:.1f} % (guessing: 1 in 8).
+Held-out, as the demo asks ({videos} fresh videos of 30 to 60 minutes whose needle is a circle or a square): it names
+the pink shape in {shape:.1f} % of them (guessing: 1 in 2), while the needle was among the 16 frames the decoder
+sees in {kept:.1f} %; MemAug's attention peaked within 3 s of the needle for {peak:.1f} % of the right answers. The
+background it flashed on, which the demo does not ask: {scene:.1f} % (guessing: 1 in 8).
 
 Architecture: a 2-layer SigLIP tower (32 px frames, 8 px patches) pretrained to tell backgrounds, colours and
 shapes apart, then frozen; 2 x 2 memory grid; forgetting to 16 frames x 1 token (32 decoder tokens whatever the
@@ -230,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     model = train(args, tower, features)
     print(f"trained: {model}   {time.time() - started:.0f} s", flush=True)
     curve = learning_curve(args)
+    stages_demo = demo_curve(args) if args.curve_demo_videos else []
     held_out_demo = f"{model}/demo_accuracy-{args.demo_videos}-{args.demo_seed}.json"
     if not os.path.exists(held_out_demo):
         write_json_atomically(held_out_demo, demo_accuracy(model, args.demo_videos, args.demo_seed,
@@ -251,8 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             "losses": summary.get("losses"),
         }
     arguments = {k: v for k, v in vars(args).items() if k not in ("workdir",)}
+    write_atomically(args.markdown, markdown(curve, demo, args.tests, stages_demo))
     write_json_atomically(args.json, {"benchmark": "recall_demo_model", "args": arguments, "curve": curve,
-                                      "stages": summaries, "demo": demo,
+                                      "demo_curve": stages_demo, "stages": summaries, "demo": demo,
                                       "seconds": round(time.time() - started, 1)})  # fmt: skip
     if args.export_to:
         card = MODEL_CARD.format(stages=" then ".join(args.stages), batch=args.batch_size, seed=args.seed,
