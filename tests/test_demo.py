@@ -246,3 +246,16 @@ def test_the_chance_tail_is_a_binomial_tail():
     assert chance_tail(2, [0.25, 0.5]) == 0.125
     assert chance_tail(1, [0.25, 0.5]) == 1 - 0.75 * 0.5
     assert chance_tail(3, [0.25, 0.5]) == 0.0
+
+
+def test_the_demo_is_product_code_that_imports_no_research():
+    """The demo's world lives in the product (`hour_llava_demo`); research builds on it, never the reverse."""
+    import ast
+
+    for path in sorted((ROOT / "hour_llava_demo").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        modules = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        modules += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [m for m in modules if m.split(".")[0] == "research"], path
+    suite = (ROOT / "research" / "recall" / "recall_suite.py").read_text()
+    assert "from hour_llava_demo.world import" in suite  # the research suite builds its needle form on it
