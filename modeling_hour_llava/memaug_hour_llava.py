@@ -12,6 +12,10 @@ interface, so `attn_implementation` selects SDPA / FlashAttention / eager. RoPE 
 `memaug_rotary_fraction` of each head's dims, GPT-NeoX halves, angles in fp32, cos/sin cast to the activation dtype
 and the rotation done in fp32, as the reference's flash-attn kernel does. The memory is never normalised and is
 re-projected by every block.
+
+Where MemAug looked: `output_memory_attentions=True` (on the model's `forward` and `generate`) returns, per block, the
+cross-attention's mass on every memory token averaged over the queries (`memory_attention_mass`: key chunks and a
+log-sum-exp per query, never the queries x memory score matrix), which the model sums per video frame.
 """
 
 from __future__ import annotations
@@ -93,6 +97,36 @@ def chunked_eager_attention(
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
 
 
+@torch.no_grad()
+def memory_attention_mass(
+    query: torch.Tensor, key: torch.Tensor, scaling: float, num_key_value_groups: int, max_scores: int
+) -> torch.Tensor:
+    """The attention each key receives, averaged over the queries: mean_l softmax_m(q_l . k_m * scaling), (B, H, M).
+
+    query (B, H, L, d), key (B, H_kv, M, d); unmasked, bidirectional attention (MemAug's cross-attention). Computed
+    without the (L x M) score matrix, in fp32, over key chunks of at most `max_scores` scores (B * H * L * chunk):
+    a first pass keeps each query's log-sum-exp of its scores, a second sums exp(score - log-sum-exp) over the
+    queries of each chunk. Extra memory: O(B * H * (L + M)) plus one chunk, linear in the video's length; compute:
+    two more query-key products. Detached (a diagnostic, not a training signal).
+    """
+    batch, heads, length, _ = query.shape
+    memory = key.shape[2]
+    chunk = max(1, max_scores // max(1, batch * heads * length))
+    query = query.float()
+
+    def scores(start: int) -> torch.Tensor:  # (B, H, L, chunk)
+        keys = repeat_kv(key[:, :, start : start + chunk].float(), num_key_value_groups)
+        return torch.matmul(query, keys.transpose(-2, -1)) * scaling
+
+    log_normaliser = torch.full((batch, heads, length), float("-inf"), device=query.device)
+    for start in range(0, memory, chunk):
+        log_normaliser = torch.logaddexp(log_normaliser, torch.logsumexp(scores(start), dim=-1))
+    mass = [
+        torch.exp(scores(start) - log_normaliser.unsqueeze(-1)).sum(dim=2) / length for start in range(0, memory, chunk)
+    ]
+    return torch.cat(mass, dim=-1)
+
+
 class HourLlavaMemAugAttention(nn.Module):
     """Grouped-query attention of a MemAug block, self (`qkv_proj`) or cross (`q_proj` + `kv_proj`).
 
@@ -130,8 +164,11 @@ class HourLlavaMemAugAttention(nn.Module):
         query_rotary: tuple[torch.Tensor, torch.Tensor],
         memory: torch.Tensor | None = None,
         memory_rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """hidden_states (B, L, D); memory (B, M, D) for cross-attention. Returns (B, L, D)."""
+        output_attention_mass: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """hidden_states (B, L, D); memory (B, M, D) for cross-attention. Returns (B, L, D); with
+        `output_attention_mass`, also the attention each key (memory token) receives averaged over the queries,
+        (B, H, M) (`memory_attention_mass`)."""
         query_width = self.num_heads * self.head_dim
         if self.is_cross_attention:
             query = self.q_proj(hidden_states)
@@ -147,7 +184,11 @@ class HourLlavaMemAugAttention(nn.Module):
 
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, chunked_eager_attention)
         output, _ = attention(self, query, key, value, None, scaling=self.scaling, dropout=0.0, is_causal=False)
-        return self.o_proj(output.reshape(*hidden_states.shape[:-1], query_width))
+        output = self.o_proj(output.reshape(*hidden_states.shape[:-1], query_width))
+        if not output_attention_mass:
+            return output
+        max_scores = self.config.memaug_eager_max_scores
+        return output, memory_attention_mass(query, key, self.scaling, self.num_key_value_groups, max_scores)
 
 
 class HourLlavaMemAugMLP(nn.Module):
@@ -181,12 +222,16 @@ class HourLlavaMemAugLayer(GradientCheckpointingLayer):
         memory: torch.Tensor,
         query_rotary: tuple[torch.Tensor, torch.Tensor],
         memory_rotary: tuple[torch.Tensor, torch.Tensor],
-    ) -> torch.Tensor:
+        output_memory_attentions: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Returns the block's output (B, L, D); with `output_memory_attentions`, also the cross-attention's mass per
+        memory token, averaged over the queries: (B, H, M)."""
         hidden_states = self.self_attn_norm(hidden_states + self.self_attn(hidden_states, query_rotary))
-        hidden_states = self.cross_attn_norm(
-            hidden_states + self.cross_attn(hidden_states, query_rotary, memory, memory_rotary)
-        )
-        return self.mlp_norm(hidden_states + self.mlp(hidden_states))
+        cross = self.cross_attn(hidden_states, query_rotary, memory, memory_rotary, output_memory_attentions)
+        cross, mass = cross if output_memory_attentions else (cross, None)
+        hidden_states = self.cross_attn_norm(hidden_states + cross)
+        hidden_states = self.mlp_norm(hidden_states + self.mlp(hidden_states))
+        return (hidden_states, mass) if output_memory_attentions else hidden_states
 
 
 class HourLlavaMemAug(nn.Module):
@@ -203,15 +248,21 @@ class HourLlavaMemAug(nn.Module):
         query_positions: torch.Tensor,
         memory: torch.Tensor,
         memory_positions: torch.Tensor,
-    ) -> torch.Tensor:
-        """queries (B, L, D) at positions (L,); memory (B, M, D) at positions (M,). Returns (B, L, D)."""
+        output_memory_attentions: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """queries (B, L, D) at positions (L,); memory (B, M, D) at positions (M,). Returns (B, L, D); with
+        `output_memory_attentions`, also one (B, H, M) tensor per block: the attention mass its cross-attention puts
+        on each memory token, averaged over the L queries (each row sums to 1 over M)."""
         rotary_dim, theta = self.config.memaug_rotary_dim, self.config.memaug_theta
         query_rotary = rotary_cos_sin(query_positions, rotary_dim, theta, queries.dtype)
         memory_rotary = rotary_cos_sin(memory_positions, rotary_dim, theta, memory.dtype)
-        hidden_states = queries
+        hidden_states, masses = queries, []
         for layer in self.layers:
-            hidden_states = layer(hidden_states, memory, query_rotary, memory_rotary)
-        return hidden_states
+            hidden_states = layer(hidden_states, memory, query_rotary, memory_rotary, output_memory_attentions)
+            if output_memory_attentions:
+                hidden_states, mass = hidden_states
+                masses.append(mass)
+        return (hidden_states, tuple(masses)) if output_memory_attentions else hidden_states
 
 
 def memaug_parameter_count(config: HourLlavaConfig) -> int:
@@ -238,5 +289,6 @@ __all__ = [
     "HourLlavaMemAugLayer",
     "apply_partial_rotary",
     "memaug_parameter_count",
+    "memory_attention_mass",
     "rotary_cos_sin",
 ]

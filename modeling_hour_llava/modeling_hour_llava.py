@@ -182,6 +182,7 @@ class HourLlavaModelOutputWithPast(BaseModelOutputWithPast):
 
     image_hidden_states: torch.Tensor | None = None
     video_hidden_states: torch.Tensor | None = None
+    memory_attentions: tuple[tuple[torch.Tensor, ...] | None, ...] | None = None
 
 
 @dataclass
@@ -193,6 +194,18 @@ class HourLlavaCausalLMOutputWithPast(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
     image_hidden_states: torch.Tensor | None = None
     video_hidden_states: torch.Tensor | None = None
+    memory_attentions: tuple[tuple[torch.Tensor, ...] | None, ...] | None = None
+
+
+def memory_attention_per_frame(mass: torch.Tensor, memory_frames: int, resample: torch.Tensor | None, num_frames: int):
+    """A MemAug block's attention mass per memory token of one video, (H, T_m * (G*G + 1)), summed per frame of the
+    video: (H, num_frames). Memory frame f holds tokens f*(G*G+1) .. (f+1)*(G*G+1)-1 (its newline included); a
+    video shorter than `memory_min_frames` was resampled (`resample`: the video frame of each memory frame), and
+    the mass of repeated frames is added back onto the video frame they repeat."""
+    per_frame = mass.reshape(mass.shape[0], memory_frames, -1).sum(-1)
+    if resample is None:
+        return per_frame
+    return per_frame.new_zeros(mass.shape[0], num_frames).index_add_(1, resample.to(per_frame.device), per_frame)
 
 
 class HourLlavaPreTrainedModel(HourLlavaErrors, PreTrainedModel):
@@ -503,6 +516,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         image_tokens: list[torch.Tensor] | None,
         image_size: tuple[int, int] | None = None,
         vision_summary: torch.Tensor | None = None,
+        memory_attentions: list | None = None,
     ) -> torch.Tensor:
         """The embeddings that replace one sample's placeholders, in order: (num_placeholders, D).
 
@@ -511,8 +525,11 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         video_tokens: (T, G*G, D) frame tokens of the sample's video; image_tokens: its images, [(tiles, P, D)]: one
         anyres image (base + tiles, of original (height, width) `image_size`) or padded single-tile images.
         vision_summary: (T, C_v) the video's per-frame vision summaries (`HourLlavaVideoMemory.vision_summaries`).
+        memory_attentions: a list to which MemAug's attention mass per memory frame (video: (H, T) per block) or per
+            memory token (images: (H, M) per block) is appended, one tuple of blocks (None without MemAug).
         """
         newline = self.image_newline
+        resample = None
         if video_tokens is not None:
             frames = video_tokens
             if video_tokens.shape[0] < self.config.memory_min_frames:
@@ -547,11 +564,24 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
             spans = self._spans(positions, [len(v) for v in visual], sample, "image")
 
         if not self.config.use_memaug:
+            if memory_attentions is not None:
+                memory_attentions.append(None)
             return torch.cat([v.embeds for v in visual])
         queries, visual_index = assemble_memaug_queries(text_embeds, query_mask, spans, visual)
         augmented = self.memaug(
-            queries.embeds.unsqueeze(0), queries.positions, memory.embeds.unsqueeze(0), memory.positions
+            queries.embeds.unsqueeze(0),
+            queries.positions,
+            memory.embeds.unsqueeze(0),
+            memory.positions,
+            output_memory_attentions=memory_attentions is not None,
         )
+        if memory_attentions is not None:
+            augmented, masses = augmented
+            masses = tuple(mass[0] for mass in masses)  # (H, M) per block
+            if video_tokens is not None:
+                count = video_tokens.shape[0]
+                masses = tuple(memory_attention_per_frame(m, frames.shape[0], resample, count) for m in masses)
+            memory_attentions.append(masses)
         return augmented[0, visual_index]
 
     def _anyres(self, tiles: torch.Tensor, image_size, sample: int, generator):
@@ -587,8 +617,11 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         video_memory: HourLlavaVideoMemory | None,
         image_tokens: list[torch.Tensor] | None,
         image_sizes: torch.Tensor | None = None,
+        memory_attentions: list | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Replace every placeholder of the batch; returns (inputs_embeds, image outputs, video outputs)."""
+        """Replace every placeholder of the batch; returns (inputs_embeds, image outputs, video outputs).
+        memory_attentions: a list of one None per sample, where each sample with media gets MemAug's attention mass
+        (`augment_sample`)."""
         video_mask = input_ids == self.config.video_token_id
         image_mask = input_ids == self.config.image_token_id
         valid = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
@@ -634,7 +667,10 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
                 images,
                 size,
                 vision_summary,
+                recorded := ([] if memory_attentions is not None else None),
             )
+            if recorded:
+                memory_attentions[sample] = recorded[0]
             (video_outputs if has_video else image_outputs).append(outputs)
             replacements.append(outputs)
         if videos:
@@ -706,6 +742,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         labels: torch.LongTensor | None = None,
         image_sizes: torch.Tensor | None = None,
         image_num_tiles: torch.Tensor | None = None,
+        output_memory_attentions: bool = False,
         **kwargs,
     ) -> HourLlavaModelOutputWithPast:
         r"""
@@ -719,6 +756,12 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         memaug_query_mask (B, L): 1 for the text tokens that join MemAug's query (the processor builds it for the
             `training` or `all` policy); without it every unpadded token joins.
         labels: accepted and ignored (the loss lives in the LM head; TRL calls this module with the collator's keys).
+        output_memory_attentions: also return `memory_attentions`, where MemAug's cross-attention looked: one entry
+            per sample, None for a sample without video or image (or a model without MemAug), else one tensor per
+            MemAug block: for a video (H, T), the attention mass on each of its T frames (the frame's tokens and
+            newline), averaged over the MemAug queries (question and decayed tokens), each head's row summing to 1;
+            for images (H, M), the mass per memory token. Computed without the (queries x memory) score matrix, in
+            memory linear in the video's length (`memaug_hour_llava.memory_attention_mass`); fp32, detached.
         Returns `last_hidden_state` (B, L, D), aligned with `input_ids`.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -729,6 +772,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         if raw_video and video_memory is not None:
             raise HourLlavaInputError("pass video_memory or pixel_values_videos / video_features, not both")
         image_hidden = video_hidden = None
+        memory_attentions = [None] * inputs_embeds.shape[0] if output_memory_attentions else None
         if raw_video or video_memory is not None or pixel_values is not None:
             if input_ids is None:
                 raise HourLlavaInputError("images and videos need input_ids, whose placeholders say where they go")
@@ -738,7 +782,14 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
                 )
             image_tokens = self.encode_images(pixel_values, image_num_tiles) if pixel_values is not None else None
             inputs_embeds, image_hidden, video_hidden = self.augment_media(
-                input_ids, inputs_embeds, attention_mask, memaug_query_mask, video_memory, image_tokens, image_sizes
+                input_ids,
+                inputs_embeds,
+                attention_mask,
+                memaug_query_mask,
+                video_memory,
+                image_tokens,
+                image_sizes,
+                memory_attentions,
             )
         else:
             if input_ids is not None and (past_key_values is None or past_key_values.get_seq_length() == 0):
@@ -763,6 +814,7 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
             attentions=outputs.attentions,
             image_hidden_states=image_hidden,
             video_hidden_states=video_hidden,
+            memory_attentions=tuple(memory_attentions) if memory_attentions is not None else None,
         )
 
 
@@ -816,9 +868,11 @@ class HourLlavaForConditionalGeneration(HourLlavaPreTrainedModel, GenerationMixi
         logits_to_keep: int | torch.Tensor = 0,
         image_sizes: torch.Tensor | None = None,
         image_num_tiles: torch.Tensor | None = None,
+        output_memory_attentions: bool = False,
         **kwargs,
     ) -> HourLlavaCausalLMOutputWithPast:
-        """Inputs as in [`HourLlavaModel.forward`]; `labels` (B, L) give the shifted cross-entropy (-100 skipped)."""
+        """Inputs as in [`HourLlavaModel.forward`]; `labels` (B, L) give the shifted cross-entropy (-100 skipped).
+        `output_memory_attentions`: also `memory_attentions`, where MemAug looked (see [`HourLlavaModel.forward`])."""
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -835,6 +889,7 @@ class HourLlavaForConditionalGeneration(HourLlavaPreTrainedModel, GenerationMixi
             use_cache=use_cache,
             image_sizes=image_sizes,
             image_num_tiles=image_num_tiles,
+            output_memory_attentions=output_memory_attentions,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -853,7 +908,31 @@ class HourLlavaForConditionalGeneration(HourLlavaPreTrainedModel, GenerationMixi
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
             video_hidden_states=outputs.video_hidden_states,
+            memory_attentions=outputs.memory_attentions,
         )
+
+    def generate(self, *args, output_memory_attentions: bool = False, **kwargs):
+        """`GenerationMixin.generate`; with `output_memory_attentions=True` (and `return_dict_in_generate=True`) its
+        output also has `memory_attentions`, where MemAug looked while reading the prompt (the prefill: MemAug reads
+        the video once, generated tokens never join its query), as in [`HourLlavaModel.forward`]: one entry per
+        returned sequence's sample (beam search and `num_return_sequences` repeat them)."""
+        if not output_memory_attentions:
+            return super().generate(*args, **kwargs)
+        if not kwargs.get("return_dict_in_generate"):
+            raise ValueError("generate(output_memory_attentions=True) needs return_dict_in_generate=True")
+        recorded = []
+
+        def record(_module, _inputs, outputs) -> None:
+            if outputs.memory_attentions is not None and any(a is not None for a in outputs.memory_attentions):
+                recorded.append(outputs.memory_attentions)
+
+        handle = self.register_forward_hook(record)
+        try:
+            output = super().generate(*args, output_memory_attentions=True, **kwargs)
+        finally:
+            handle.remove()
+        output["memory_attentions"] = recorded[0] if recorded else None
+        return output
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
         """As GenerationMixin, but our visual inputs and the query mask are prefill-only with a KV cache. Without a

@@ -248,15 +248,17 @@ def train_variant(args: argparse.Namespace, paths: dict[str, str], variant: str,
 
 
 def train_command(args, start: str, dataset: str, media: str, features: str, out: str, seed: int, steps: int,
-                  batch: int) -> list[str]:  # fmt: skip
-    """`train.py` stage 3 from `start` on `dataset` (cached features), resumable, single rate, cosine schedule."""
+                  batch: int, save_steps: int = 250, keep_checkpoints: int | None = 1) -> list[str]:  # fmt: skip
+    """`train.py` stage 3 from `start` on `dataset` (cached features), resumable, single rate, cosine schedule; a
+    checkpoint every `save_steps`, the last `keep_checkpoints` kept (all of them when None: a learning curve)."""
+    keep = [] if keep_checkpoints is None else ["--save_total_limit", str(keep_checkpoints)]
     return [
             sys.executable, "train.py", "--stage", "stage3", "--model_name_or_path", start, "--dataset", dataset,
             "--media_root", media, "--feature_dir", features, "--output_dir", out,
             "--max_steps", str(steps), "--per_device_train_batch_size", str(batch),
             "--lr_mode", "released", "--learning_rate", str(args.learning_rate), "--warmup_steps", "0.05",
             "--lr_scheduler_type", "cosine", "--seed", str(seed), "--data_seed", str(seed),
-            "--save_strategy", "steps", "--save_steps", "250", "--save_total_limit", "1",
+            "--save_strategy", "steps", "--save_steps", str(save_steps), *keep,
             "--resume_from_checkpoint", "auto", "--logging_steps", "25",
     ]  # fmt: skip
 
@@ -430,7 +432,9 @@ def export_default(args: argparse.Namespace, results: dict) -> None:
     by_task = ", ".join(f"{task} {accuracy[task]:.0f} %" for task in TASK_OF if task in accuracy)
     card = MODEL_CARD.format(seed=args.export_seed, all=accuracy["all"], by_task=by_task, steps=args.max_steps,
                              videos=args.train_videos, test=args.test_videos, batch=args.batch_size)  # fmt: skip
-    export_recall_model(f"{args.workdir}/runs/memaug-seed{args.export_seed}/model", args.export_to, card)
+    export_recall_model(
+        f"{args.workdir}/runs/memaug-seed{args.export_seed}/model", args.export_to, card, remote_code=False
+    )
     print(f"exported memaug seed {args.export_seed} to {args.export_to}")
 
 

@@ -101,6 +101,10 @@ SETS = {
     "test-pink-slow": RecallSet(60, 29, (2.0, 2.5), "needle", {**SLOW_NEEDLES, "needle_colour": "pink"}),
     "test-pink": RecallSet(60, 30, NEEDLE_SHORT, "needle", {"needle_colour": "pink"}),
     "test-pink-long": RecallSet(40, 31, NEEDLE_LONG, "needle", {"needle_colour": "pink"}),
+    # The demo's world (hour_llava_demo): pink needles, a length curriculum up to the hour (recall_demo_model.py).
+    "pink-medium": RecallSet(300, 32, (8.0, 20.0), "needle", {"needle_colour": "pink"}),
+    "pink-hour": RecallSet(240, 33, HOUR, "needle", {"needle_colour": "pink"}),
+    "test-pink-hour": RecallSet(40, 34, HOUR, "needle", {"needle_colour": "pink"}),
     "needle": RecallSet(800, 21, NEEDLE_SHORT, "needle"),
     "test-needle": RecallSet(60, 22, NEEDLE_SHORT, "needle"),
     "test-needle-long": RecallSet(40, 23, NEEDLE_LONG, "needle"),
@@ -492,7 +496,7 @@ def export(args: argparse.Namespace, run_dir: str, variant: str, seed: int, resu
     )
     card = MODEL_CARD.format(variant=variant, seed=seed, stages=" then ".join(args.stages), batch=args.batch_size,
                              accuracy=accuracy)  # fmt: skip
-    export_recall_model(f"{run_dir}/model-{variant}-{seed}", args.export_to, card)
+    export_recall_model(f"{run_dir}/model-{variant}-{seed}", args.export_to, card, remote_code=False)
     print(f"exported {variant} seed {seed} to {args.export_to}")
 
 

@@ -208,7 +208,7 @@ def recall_tower(path: str | os.PathLike, pretrained: bool = True, seed: int = 0
     return path
 
 
-# What a trained recall model ships with (besides its remote code, the `*_hour_llava.py` files).
+# What a trained recall model ships with (besides, unless exported to `checkpoints/`, its remote code).
 EXPORTED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                   "tokenizer_config.json", "chat_template.jinja", "processor_config.json",
                   "training_summary.json")  # fmt: skip
@@ -234,15 +234,19 @@ def ensure_end_of_turn(path: str) -> None:
             json.dump(config, handle, indent=2)
 
 
-def export_recall_model(model: str | os.PathLike, export_to: str | os.PathLike, card: str) -> None:
-    """Copy a trained model folder (weights, processor, remote code) with the model card `card` (README.md) to
-    `export_to`, atomically: written next to it, then swapped in. Training leftovers (optimizer states) stay."""
+def export_recall_model(
+    model: str | os.PathLike, export_to: str | os.PathLike, card: str, remote_code: bool = True
+) -> None:
+    """Copy a trained model folder (weights, processor and, with `remote_code`, its copies of the package's code)
+    with the model card `card` (README.md) to `export_to`, atomically: written next to it, then swapped in.
+    Training leftovers (optimizer states) stay. The embedded default (`checkpoints/`) is exported without code: the
+    demo writes the package's own next to it (`hour_llava_demo.checkpoint.materialise_checkpoint`)."""
     export_to = os.fspath(export_to)
     partial = export_to + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
     for name in os.listdir(model):
-        if name in EXPORTED_FILES or name.endswith("_hour_llava.py"):
+        if name in EXPORTED_FILES or (remote_code and name.endswith("_hour_llava.py")):
             shutil.copy2(os.path.join(model, name), partial)
     with open(os.path.join(partial, "README.md"), "w") as handle:
         handle.write(card)

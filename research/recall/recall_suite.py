@@ -54,15 +54,27 @@ from dataclasses import asdict, dataclass, field
 
 import datasets
 import numpy as np
-from PIL import Image, ImageDraw
 
 from dataset_builder.media import write_json_atomically, write_jsonl_atomically
-from dataset_builder.synthetic_video import write_video
 from dataset_builder.synthetic_videomarathon import BACKGROUNDS, SHAPE_COLOURS, SHAPES, multiple_choice
 from dataset_builder.videomarathon import MULTIPLE_CHOICE, OPEN_ENDED, TASK_TOPIC, VideoMarathon
+from hour_llava_demo.world import (  # the needle form is the demo's world: its timelines, frames and questions
+    NEEDLE_TASKS,
+    SHAPE_SIDE,
+    Flash,
+    NeedleWorld,
+    make_scenes,
+    needle_flashes,
+    needle_of,  # noqa: F401 (the suite's users read it here)
+    needle_question,
+    others,
+    render_frame,  # noqa: F401 (the suite's users read it here)
+    shape_mask,
+    write_timeline_video,
+)
+from hour_llava_demo.world import Timeline as RecallTimeline
 
 SOURCE = "recall"
-SHAPE_SIDE = (0.7, 0.9)  # a flashed shape's side, as a fraction of the frame: it dominates the frame's features
 COUNT_WORDS = ("one", "two", "three")
 RECALL_TASKS = {
     "colour": "Object Attribute",
@@ -71,17 +83,18 @@ RECALL_TASKS = {
     "order": "Temporal Order",
     "scene": "Scene Recognition",
 }
-NEEDLE_TASKS = {"needle_shape": "Object Recognition", "needle_scene": "Scene Recognition"}
 TASK_OF = {**RECALL_TASKS, **NEEDLE_TASKS}  # recall task -> VideoMarathon task
 
 # The suite's easiest form, the embedded model's world (`demo.py`, `research/recall/recall_curriculum.py`): one flash
 # per video, shorter scenes, and the three open-ended questions about it (chance 23.6 %: 1/4, 1/3 and 1/8).
 ONE_FLASH = {"min_scene_seconds": 5, "max_scene_seconds": 15, "max_flashes": 1, "question_types": (OPEN_ENDED,),
              "tasks": ("colour", "shape", "scene")}  # fmt: skip
-# The needle form: a flash every 5 to 12 s (2-3 s shown, 3-9 s of background between), one of a unique colour, and
+# The needle form, the demo's world (`hour_llava_demo.world.NeedleWorld`, here with a needle of any colour unless a
+# set names one): a flash every 5 to 12 s (2-3 s shown, 3-9 s of background between), one of a unique colour, and
 # the two open-ended questions about it (chance 22.9 %: 1/3 and 1/8).
-NEEDLE = {"min_scene_seconds": 5, "max_scene_seconds": 15, "flash_gap_seconds": (3, 9),
-          "question_types": (OPEN_ENDED,), "tasks": tuple(NEEDLE_TASKS)}  # fmt: skip
+NEEDLE = {"min_scene_seconds": NeedleWorld.min_scene_seconds, "max_scene_seconds": NeedleWorld.max_scene_seconds,
+          "flash_gap_seconds": NeedleWorld.flash_gap_seconds, "question_types": (OPEN_ENDED,),
+          "tasks": tuple(NEEDLE_TASKS)}  # fmt: skip
 
 
 @dataclass
@@ -118,34 +131,6 @@ class RecallSpec:
 
 
 @dataclass
-class Flash:
-    """A shape of one colour shown from `start` to `end` (seconds, end exclusive) inside `box` (x0, y0, x1, y1)."""
-
-    start: int
-    end: int
-    shape: str
-    colour: str
-    box: tuple[int, int, int, int]
-
-
-@dataclass
-class RecallTimeline:
-    video: str
-    duration: int
-    scenes: list[tuple[int, int, str]] = field(default_factory=list)  # (start, end, background colour)
-    flashes: list[Flash] = field(default_factory=list)
-
-    def background_at(self, second: int) -> str:
-        for start, end, colour in self.scenes:
-            if start <= second < end:
-                return colour
-        return self.scenes[-1][2]
-
-    def flash_at(self, second: int) -> Flash | None:
-        return next((f for f in self.flashes if f.start <= second < f.end), None)
-
-
-@dataclass
 class RecallSuite:
     root: str
     video_root: str
@@ -163,12 +148,7 @@ def make_timeline(video: str, duration: int, spec: RecallSpec, rng: random.Rando
     """Scenes of `min_scene_seconds`..`max_scene_seconds` (each a new background), then 1..`max_flashes` flashes
     with distinct shapes and colours, apart from each other, away from the first and last scene, each inside one
     scene."""
-    scenes, start, previous = [], 0, None
-    while start < duration:
-        end = min(duration, start + rng.randint(spec.min_scene_seconds, spec.max_scene_seconds))
-        colour = rng.choice([c for c in BACKGROUNDS if c != previous])
-        scenes.append((start, end, colour))
-        start, previous = end, colour
+    scenes = make_scenes(duration, spec, rng)
     if spec.flash_gap_seconds is not None:
         return RecallTimeline(video, duration, scenes, needle_flashes(video, duration, scenes, spec, rng))
     count = rng.randint(1, spec.max_flashes)
@@ -192,89 +172,6 @@ def make_timeline(video: str, duration: int, spec: RecallSpec, rng: random.Rando
         flash = flashes[0]
         flash.start, flash.end = spec.flash_start, spec.flash_start + (flash.end - flash.start)
     return RecallTimeline(video=video, duration=duration, scenes=scenes, flashes=flashes)
-
-
-def needle_flashes(
-    video: str, duration: int, scenes: list[tuple[int, int, str]], spec: RecallSpec, rng: random.Random
-) -> list[Flash]:
-    """The needle form's flashes: from the end of the first scene to the start of the last, each after a gap of
-    `flash_gap_seconds` and inside one scene (pushed to the next scene's start when it would cross a cut), placed
-    and shaped at random; one at a random place, the needle, gets a colour that every other flash lacks. (A unique
-    *shape* would not do: with the suite's tower a square changes a frame's summary more than a triangle, so
-    keyframe selection would find square needles among triangles for free.)"""
-    spans, second, stop = [], scenes[0][1], scenes[-1][0]
-    while True:
-        length = rng.randint(*spec.flash_seconds)
-        second += rng.randint(*spec.flash_gap_seconds)
-        if second + length > stop:
-            break
-        scene_end = next(end for start, end, _ in scenes if start <= second < end)
-        if second + length > scene_end:  # scenes outlast flashes, so the next one holds it
-            second = scene_end
-            if second + length > stop:
-                break
-        spans.append((second, second + length))
-        second += length
-    if len(spans) < 3:
-        raise ValueError(f"{video}: {duration} s holds {len(spans)} flashes of the needle form; use longer videos")
-    needle, unique = rng.randrange(len(spans)), rng.choice(list(SHAPE_COLOURS))
-    if spec.needle_colour is not None:
-        if spec.needle_colour not in SHAPE_COLOURS:
-            raise ValueError(f"RecallSpec.needle_colour={spec.needle_colour!r}; expected one of {list(SHAPE_COLOURS)}")
-        unique = spec.needle_colour
-    colours = distractor_colours(len(spans) - 1, [colour for colour in SHAPE_COLOURS if colour != unique], rng)
-    colours.insert(needle, unique)
-    flashes = []
-    for (start, end), colour in zip(spans, colours, strict=True):
-        side = rng.randint(round(spec.size * SHAPE_SIDE[0]), round(spec.size * SHAPE_SIDE[1]))
-        x, y = rng.randint(0, spec.size - side), rng.randint(0, spec.size - side)
-        flashes.append(Flash(start, end, rng.choice(SHAPES), colour, (x, y, x + side, y + side)))
-    return flashes
-
-
-def distractor_colours(count: int, colours: list[str], rng: random.Random) -> list[str]:
-    """`count` (>= 2) colours drawn from `colours` in pairs (a triple when three are left), shuffled: every colour
-    used is used at least twice, so the needle's stays the only colour shown once."""
-    picked: list[str] = []
-    while len(picked) < count:
-        picked += [rng.choice(colours)] * (3 if count - len(picked) == 3 else 2)
-    rng.shuffle(picked)
-    return picked
-
-
-def needle_of(timeline: RecallTimeline) -> Flash:
-    """The needle form's needle: the one flash whose colour no other flash has."""
-    colours = [flash.colour for flash in timeline.flashes]
-    unique = [flash for flash in timeline.flashes if colours.count(flash.colour) == 1]
-    if len(unique) != 1 or len(colours) < 3:
-        raise ValueError(f"{timeline.video} is not a needle-form video: no one flash is the only one of its colour")
-    return unique[0]
-
-
-def shape_mask(shape: str, box: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """(size, size) bool mask of a square, circle or triangle (apex up) filling `box`."""
-    image = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(image)
-    x0, y0, x1, y1 = box
-    if shape == "square":
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=255)
-    elif shape == "circle":
-        draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=255)
-    elif shape == "triangle":
-        draw.polygon([((x0 + x1) // 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=255)
-    else:
-        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
-    return np.asarray(image) > 127
-
-
-def render_frame(timeline: RecallTimeline, second: int, size: int) -> np.ndarray:
-    """(size, size, 3) uint8: the scene's background, and the flash shown at that second, if any."""
-    frame = np.empty((size, size, 3), np.uint8)
-    frame[...] = BACKGROUNDS[timeline.background_at(second)]
-    flash = timeline.flash_at(second)
-    if flash is not None:
-        frame[shape_mask(flash.shape, flash.box, size)] = SHAPE_COLOURS[flash.colour]
-    return frame
 
 
 def nearest(colour: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
@@ -331,17 +228,8 @@ def recall_question(task: str, timeline: RecallTimeline, rng: random.Random) -> 
             others(BACKGROUNDS, background),
         )
     if task in NEEDLE_TASKS:
-        needle = needle_of(timeline)
-        if task == "needle_shape":
-            return f"Which shape flashed on screen in {needle.colour}?", needle.shape, others(SHAPES, needle.shape)
-        background = timeline.background_at(needle.start)
-        question = f"What was the background colour when the {needle.colour} shape flashed?"
-        return question, background, others(BACKGROUNDS, background)
+        return needle_question(task, timeline)
     raise ValueError(f"unknown recall task {task!r}; expected one of {sorted(TASK_OF)}")
-
-
-def others(pool, answer: str) -> list[str]:
-    return [item for item in pool if item != answer]
 
 
 def qa_rows(timeline: RecallTimeline, spec: RecallSpec, rng: random.Random) -> list[dict]:
@@ -403,19 +291,7 @@ def write_recall_suite(root: str | os.PathLike, spec: RecallSpec | None = None) 
     for index, duration in enumerate(durations(spec, rng)):
         video_rng = random.Random(f"recall\0{spec.split}\0{spec.seed}\0{index}")
         timeline = make_timeline(f"{spec.split}_{index:04d}.mp4", duration, spec, video_rng)
-        path = os.path.join(video_root, SOURCE, timeline.video)
-        if not os.path.exists(path):
-            partial = path + ".partial.mp4"
-            write_video(
-                partial,
-                num_frames=duration,
-                fps=1.0,
-                width=spec.size,
-                height=spec.size,
-                codec=spec.codec,
-                frame_fn=lambda i, w, h, t=timeline: render_frame(t, i, spec.size),
-            )
-            os.replace(partial, path)
+        write_timeline_video(os.path.join(video_root, SOURCE, timeline.video), timeline, spec.size, spec.codec)
         timelines.append(timeline)
         rows.extend(qa_rows(timeline, spec, video_rng))
     annotations = os.path.join(root, "annotations")
