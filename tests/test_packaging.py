@@ -140,6 +140,7 @@ def test_every_command_has_a_console_script():
         "hour-llava-extract-features",
         "hour-llava-build-dataset",
         "hour-llava-construct-qa",
+        "hour-llava-demo",
     }
     assert all(name.startswith("hour-llava-") for name in SCRIPTS)
 
