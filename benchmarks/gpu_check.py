@@ -62,6 +62,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
+from hour_llava_testing.tiny_model import TINY_TEXT_CONFIG, TINY_VISION_CONFIG  # noqa: E402
+
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "gpu_check.json"
 SCHEMA = "hour_llava_gpu_check/1"
 
@@ -93,26 +95,8 @@ QWEN25_3B = dict(
 )
 # `--tiny`: the widths of `hour_llava_testing.tiny_model`, the paper's token geometry (140 px = 10 x 10 patches,
 # pooled to 8 x 8).
-TINY_TEXT = dict(
-    model_type="qwen2",
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    vocab_size=1024,
-    max_position_embeddings=8192,
-)
-TINY_VISION = dict(
-    model_type="siglip_vision_model",
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    image_size=140,
-    patch_size=14,
-    vision_use_head=False,
-)
+TINY_TEXT = dict(TINY_TEXT_CONFIG, vocab_size=1024)
+TINY_VISION = TINY_VISION_CONFIG
 MEMAUG_DEPTH = 4  # the paper's MemAug
 HOUR_FRAMES = 3600  # one hour at 1 fps
 TINY_FRAMES = 160  # above memory_min_frames (128), so no resampling, as for an hour

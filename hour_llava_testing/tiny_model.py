@@ -8,6 +8,27 @@ from collections.abc import Callable
 import torch
 
 TINY_FRAME_SIZE = 140  # 10 x 10 patches of 14 px, pooled to the paper's 8 x 8 memory grid
+# The tiny widths (the token geometry stays the paper's): a 2-layer SigLIP of width 32 and a 2-layer Qwen2 of width 64.
+TINY_VISION_CONFIG = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": TINY_FRAME_SIZE,
+    "patch_size": 14,
+    "vision_use_head": False,
+}
+TINY_TEXT_CONFIG = {
+    "model_type": "qwen2",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 8192,
+    "tie_word_embeddings": False,
+}
 
 
 def write_tiny_checkpoint(
@@ -38,27 +59,8 @@ def write_tiny_checkpoint(
     )
 
     tokenizer = build_tokenizer() if tokenizer is None else tokenizer
-    vision = {
-        "model_type": "siglip_vision_model",
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": frame_size,
-        "patch_size": 14,
-        "vision_use_head": False,
-    }
-    text = {
-        "model_type": "qwen2",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": len(tokenizer),
-        "max_position_embeddings": 8192,
-        "tie_word_embeddings": False,
-    }
+    vision = dict(TINY_VISION_CONFIG, image_size=frame_size)
+    text = dict(TINY_TEXT_CONFIG, vocab_size=len(tokenizer))
     vision.update(config_overrides.pop("vision", {}))
     text.update(config_overrides.pop("text", {}))
     config = HourLlavaConfig(

@@ -40,7 +40,7 @@ from dataset_builder.chat import clean_messages
 from dataset_builder.extract_features import feature_name
 from dataset_builder.media import ESCAPES_ROOT, MISSING, UNREADABLE, MediaPathError, resolve_under_root
 from modeling_hour_llava.errors_hour_llava import VideoDecodeError
-from modeling_hour_llava.features_hour_llava import FEATURE_SUFFIXES
+from modeling_hour_llava.features_hour_llava import FEATURE_SUFFIXES, NON_FINITE_FEATURES_REASON
 from modeling_hour_llava.processing_hour_llava import FOREIGN_FEATURES_REASON
 
 logger = logging.getLogger(__name__)
@@ -214,6 +214,8 @@ class HourLlavaDataCollator:
         except VideoDecodeError as error:
             if error.reason.startswith(FOREIGN_FEATURES_REASON):
                 return FOREIGN_FEATURES, str(error)
+            if error.reason.startswith(NON_FINITE_FEATURES_REASON):
+                return NON_FINITE, str(error)
             return (BROKEN_FEATURES if error.path.endswith(FEATURE_SUFFIXES) else UNDECODABLE_VIDEO), str(error)
         except Exception as error:  # the processor raises many types; one sample's failure must not end the run
             return UNPROCESSABLE, f"{type(error).__name__}: {error}"

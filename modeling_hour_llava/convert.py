@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .configuration_hour_llava import SPATIAL_FORGETTING_MODES, HourLlavaConfig
+from .configuration_hour_llava import SPATIAL_FORGETTING_MODES, SUB_CONFIG_DEFAULTS, HourLlavaConfig
 from .memaug_hour_llava import HourLlavaMemAug
 from .modeling_hour_llava import HourLlavaForConditionalGeneration
 from .processing_hour_llava import HourLlavaProcessor
@@ -68,7 +68,7 @@ MEMAUG_RENAMES = {
     "norm2": "cross_attn_norm",
     "norm3": "mlp_norm",
 }
-SIGLIP_DEFAULTS = dict(HourLlavaConfig.sub_configs_defaults["vision_config"].init_kwargs)
+SIGLIP_DEFAULTS = {k: v for k, v in SUB_CONFIG_DEFAULTS["vision_config"].items() if k != "model_type"}
 SIGLIP_FIELDS = (
     "hidden_size",
     "intermediate_size",

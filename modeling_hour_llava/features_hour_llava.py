@@ -27,6 +27,7 @@ CHECKSUM_KEY = "features_sha256"
 SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
 HEADER_ALIGNMENT = 8  # safetensors pads its JSON header with spaces to a multiple of 8 bytes
 HEADER_LENGTH_BYTES = 8  # the little-endian u64 before the header
+NON_FINITE_FEATURES_REASON = "the features hold NaN or infinite values"  # how readers refuse such a file
 
 
 def features_checksum(features: torch.Tensor) -> str:
@@ -119,7 +120,7 @@ def load_feature_file(path: str | os.PathLike, verify: bool = True) -> tuple[tor
             path, "content checksum mismatch: the features were changed or damaged after writing; recompute the file"
         )
     if not all_finite(features):
-        raise VideoDecodeError(path, "the features hold NaN or infinite values; recompute the file")
+        raise VideoDecodeError(path, f"{NON_FINITE_FEATURES_REASON}; recompute the file")
     try:
         duration = float(metadata.get("duration", features.shape[0]))
     except ValueError as error:
@@ -185,6 +186,7 @@ __all__ = [
     "CHECKSUM_KEY",
     "all_finite",
     "FEATURE_FILE_FORMAT",
+    "NON_FINITE_FEATURES_REASON",
     "FEATURE_SUFFIXES",
     "features_checksum",
     "load_feature_file",

@@ -711,8 +711,10 @@ class HourLlavaModel(HourLlavaPreTrainedModel):
         """A batch without frames (cached features, text) under sharded weights: one blank frame through the vision
         tower, added times 0, so this process joins the tower's weight gathers (and, when the tower trains, its
         gradient reduction) with the processes whose batches decode videos."""
-        size = self.config.vision_config.image_size
-        blank = torch.zeros(1, 3, size, size, dtype=torch.uint8, device=inputs_embeds.device)
+        vision = self.config.vision_config
+        blank = torch.zeros(
+            1, vision.num_channels, vision.image_size, vision.image_size, dtype=torch.uint8, device=inputs_embeds.device
+        )
         return inputs_embeds + 0.0 * self.vision_features(blank).sum().to(inputs_embeds.dtype)
 
     def _keep_multimodal_parameters_in_graph(self, inputs_embeds: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from hour_llava_testing.tiny_model import TINY_TEXT_CONFIG, TINY_VISION_CONFIG  # noqa: E402
 from modeling_hour_llava import HourLlavaConfig, HourLlavaForConditionalGeneration  # noqa: E402
 
 TINY_VOCAB = 320
@@ -23,23 +24,9 @@ VIDEO_TOKEN = 319
 
 
 def tiny_config(**overrides) -> HourLlavaConfig:
-    vision = dict(
-        model_type="siglip_vision_model",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=140,
-        patch_size=14,
-        vision_use_head=False,
-    )
+    vision = dict(TINY_VISION_CONFIG)
     text = dict(
-        model_type="qwen2",
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        TINY_TEXT_CONFIG,
         vocab_size=TINY_VOCAB,
         max_position_embeddings=4096,
         tie_word_embeddings=overrides.pop("tie_word_embeddings", False),

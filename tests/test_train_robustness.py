@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from mock_hub import mock_hub, run_hub_client  # noqa: F401
 from safetensors.torch import load_file
@@ -25,7 +26,7 @@ from train_data import build_training_data, text_row, video_row, write_rows
 from hour_llava_training import TooManyBrokenSamples, TooManyNonFiniteSteps
 from hour_llava_training import cli as train
 from hour_llava_training.checkpoints import MARKER
-from modeling_hour_llava.features_hour_llava import load_feature_file, save_feature_file
+from modeling_hour_llava.features_hour_llava import FEATURE_FILE_FORMAT, load_feature_file, save_feature_file
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--stage", "stage3", "--lr_mode", "released", "--learning_rate", "1e-3", "--warmup_steps", "0", "--seed", "0"]
@@ -42,7 +43,12 @@ def data(tmp_path_factory) -> dict:
     (media / "synthetic" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 40)
     truncated = (features / (os.path.splitext(cached)[0] + ".safetensors")).read_bytes()
     (features / "synthetic" / "truncated.safetensors").write_bytes(truncated[: len(truncated) // 2])
-    save_feature_file(features / "synthetic" / "nan.safetensors", torch.full_like(good, float("nan")), duration)
+    # Our writer refuses NaN; a file written by another tool (or an older version) holds them all the same.
+    safetensors.torch.save_file(
+        {"features": torch.full_like(good, float("nan"))},
+        str(features / "synthetic" / "nan.safetensors"),
+        metadata={"format": FEATURE_FILE_FORMAT, "duration": str(duration)},
+    )
     save_feature_file(features / "synthetic" / "foreign.safetensors", good[..., :16].contiguous(), duration)
     save_feature_file(features / "synthetic" / "extreme.safetensors", torch.full_like(good, 3e38), duration)
     outside = media.parent / "outside"
