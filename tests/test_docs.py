@@ -375,6 +375,15 @@ def test_a_failing_block_fails_and_names_its_line(fixture_store):
     assert "never" not in results[2]["output"]
 
 
+def test_what_a_page_writes_is_listed_and_must_be_ignored(fixture_store):
+    """The clone's own entries (links) are not counted; what the blocks create is, and .gitignore must cover it."""
+    block = Block("x.md", 1, "bash", "mkdir -p runs/a eval\ntouch film.mp4 stray.txt\n")
+    written: list[str] = []
+    assert run_page("x.md", [block], fixture_store, written=written)[0]["status"] == "passed"
+    assert written == ["eval/", "film.mp4", "runs/", "stray.txt"]
+    assert not_ignored(written) == ["stray.txt"]
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
