@@ -18,7 +18,10 @@ The convention (docs/README.md says the same for writers):
   `skip: REASON` (alone in its comment): not run; the reason is printed. Skips are for what cannot run here
   (the Hub, a GPU, hours of compute) and must stay rare: a block that would take minutes is made cheap by its own
   documented flags (`--max-steps 2`, `--limit 2`), not skipped.
-- A block fails on an exception or a non-zero exit status; the test names the page and line.
+- What the blocks write at the top of the folder must be ignored by .gitignore (a reader runs them in a clone).
+- A block fails on an exception or a non-zero exit status; the test names the page and line. A block's output (what
+  a python block prints, a bash block's stdout and stderr) is kept, and a page whose text quotes outputs has them
+  checked (`PAGE_CHECKS`).
 
 `python tests/test_docs.py [--keep-going] [PAGE ...]` runs pages outside pytest and prints each block's result.
 """
@@ -43,14 +46,6 @@ NOT_RUN = ("text", "yaml", "json", "console", "toml", "jinja", "mermaid", "markd
 DEFAULT_TIMEOUT = 600
 DIRECTIVE = re.compile(r"<!--\s*test:(.*?)-->", re.S)
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>```+|~~~+)(?P<info>[^\n`]*)$")
-# Pages whose blocks do not pass yet (their owners are rewriting them): the test runs them and expects failure,
-# so a page that starts passing shows up as XPASS; then drop it from here.
-NOT_YET_PASSING: dict[str, str] = {
-    "docs/training.md": "launch commands without data (work_dirs/..., data/...), `--dataset ./synthetic-grouped`",
-    "docs/evaluation.md": "`batch_size` inside --model_args, models and data that are not here",
-    "docs/data.md": "paths of a real VideoMarathon copy, indented command blocks",
-    "docs/conversion.md": "Hub repositories (offline here): needs skip directives or a local source",
-}
 
 
 @dataclass
@@ -214,7 +209,7 @@ def clone_view(folder: Path) -> None:
 
 
 DRIVER = r"""
-import json, os, subprocess, sys, time, traceback
+import contextlib, io, json, os, subprocess, sys, time, traceback
 
 blocks, keep_going = json.load(open(sys.argv[1])), sys.argv[2] == "1"
 namespace = {"__name__": "__main__"}
@@ -223,10 +218,13 @@ for block in blocks:
     if block["skip"]:
         status, output = "skipped", block["skip"]
     elif block["lang"] == "python":
+        printed = io.StringIO()
         try:
-            exec(compile(block["code"], block["where"], "exec"), namespace)
+            with contextlib.redirect_stdout(printed):
+                exec(compile(block["code"], block["where"], "exec"), namespace)
         except BaseException:
             status, output = "failed", traceback.format_exc()
+        output = printed.getvalue() + output
     else:
         try:
             done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block["code"]], capture_output=True,
@@ -245,8 +243,11 @@ for block in blocks:
 """
 
 
-def run_page(page: str, blocks: list[Block], store: Path, keep_going: bool = False) -> list[dict]:
-    """Run a page's blocks in a fresh clone-like folder; returns one result per block run (or skipped)."""
+def run_page(
+    page: str, blocks: list[Block], store: Path, keep_going: bool = False, written: list[str] | None = None
+) -> list[dict]:
+    """Run a page's blocks in a fresh clone-like folder; returns one result per block run (or skipped).
+    written: filled with the top-level files and folders the blocks created (folders end in `/`)."""
     with tempfile.TemporaryDirectory(prefix="docs-") as tmp:
         folder = Path(tmp) / "repo"
         folder.mkdir()
@@ -278,10 +279,29 @@ def run_page(page: str, blocks: list[Block], store: Path, keep_going: bool = Fal
             text=True,
             timeout=total,
         )
+        if written is not None:
+            created = [entry for entry in sorted(folder.iterdir()) if not entry.is_symlink()]
+            written += [entry.name + "/" * entry.is_dir() for entry in created]
     results = [json.loads(chunk.split("\n", 1)[0]) for chunk in process.stdout.split("\n@@DOCS@@")[1:]]
     if process.returncode != 0:
         results.append({"where": page, "status": "failed (driver)", "seconds": 0, "output": process.stderr[-4000:]})
     return results
+
+
+def check_processor_page(printed: str) -> None:
+    """docs/processor.md prints what it says on its 20-second, 200-frame film."""
+    assert "tensor([128])" in printed  # 20 one-per-second frames are fewer than min_frames: 128 spread evenly
+    assert "[0 1 3 4 6]" in printed  # the first sampled indices: linspace(0, 199, 128)
+    assert "tensor([40]) tensor([16])" in printed  # fps=2 over 20 s; max_frames=16
+    assert "num_frames=32: Hour-LLaVA does not take a fixed frame count" in printed
+    assert "TurnFormat(header=" in printed
+    budget = re.search(r"^\[(\d+)\] (\d+)$", printed, flags=re.M)
+    assert budget and budget.group(1) == budget.group(2)  # _get_num_multimodal_tokens == placeholders written
+    assert "missing.mp4 file not found" in printed
+
+
+# What a page's blocks print (passed blocks' outputs, in order) -> assertions on it.
+PAGE_CHECKS = {"docs/processor.md": check_processor_page}
 
 
 def pages() -> list[Path]:
@@ -292,22 +312,24 @@ def page_id(path: Path) -> str:
     return path.relative_to(REPO).as_posix()
 
 
-def _params():
-    for path in pages():
-        page = page_id(path)
-        marks = [pytest.mark.xfail(reason=NOT_YET_PASSING[page], strict=False)] if page in NOT_YET_PASSING else []
-        yield pytest.param(path, id=page, marks=marks)
-
-
 @pytest.fixture(scope="session")
 def fixture_store(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("docs-fixtures")
 
 
-@pytest.mark.parametrize("path", list(_params()))
+def not_ignored(names: list[str]) -> list[str]:
+    """The repository-root names .gitignore does not ignore (a reader who runs the page finds them in git status)."""
+    command = ["git", "check-ignore", "--no-index", "--stdin"]
+    done = subprocess.run(command, cwd=REPO, input="\n".join(names), capture_output=True, text=True)
+    ignored = set(done.stdout.splitlines())
+    return [name for name in names if name not in ignored]
+
+
+@pytest.mark.parametrize("path", pages(), ids=page_id)
 def test_page_blocks_run(path, fixture_store, capsys):
     blocks = parse_page(path)
-    results = run_page(page_id(path), blocks, fixture_store)
+    written: list[str] = []
+    results = run_page(page_id(path), blocks, fixture_store, written=written)
     with capsys.disabled():
         for result in results:
             if result["status"] == "skipped":
@@ -315,6 +337,10 @@ def test_page_blocks_run(path, fixture_store, capsys):
     failed = [result for result in results if result["status"].startswith("failed")]
     assert not failed, "\n\n".join(f"{r['where']}: {r['status']}\n{r['output']}" for r in failed)
     assert len(results) == len(blocks), f"{len(blocks)} blocks, {len(results)} ran"
+    if page_id(path) in PAGE_CHECKS:
+        PAGE_CHECKS[page_id(path)]("".join(r["output"] for r in results if r["status"] == "passed"))
+    left = not_ignored(written)
+    assert not left, f"the blocks write {left} at the repository root: add them to .gitignore"
 
 
 def test_the_convention_is_enforced(tmp_path):
@@ -338,14 +364,24 @@ def test_the_convention_is_enforced(tmp_path):
 
 
 def test_a_failing_block_fails_and_names_its_line(fixture_store):
-    good = Block("x.md", 3, "python", "value = 41\n")
+    good = Block("x.md", 3, "python", "value = 41\nprint('value is', value)\n")
     uses = Block("x.md", 7, "python", "assert value + 1 == 42\n")
     bad = Block("x.md", 11, "bash", "echo about to fail\nfalse\necho never\n")
     after = Block("x.md", 15, "bash", "echo not reached\n")
     results = run_page("x.md", [good, uses, bad, after], fixture_store)
     assert [r["status"] for r in results] == ["passed", "passed", "failed (exit status 1)"]
+    assert results[0]["output"] == "value is 41\n"  # what a python block prints is kept, for PAGE_CHECKS
     assert results[2]["where"] == "x.md:11" and "about to fail" in results[2]["output"]
     assert "never" not in results[2]["output"]
+
+
+def test_what_a_page_writes_is_listed_and_must_be_ignored(fixture_store):
+    """The clone's own entries (links) are not counted; what the blocks create is, and .gitignore must cover it."""
+    block = Block("x.md", 1, "bash", "mkdir -p runs/a eval\ntouch film.mp4 stray.txt\n")
+    written: list[str] = []
+    assert run_page("x.md", [block], fixture_store, written=written)[0]["status"] == "passed"
+    assert written == ["eval/", "film.mp4", "runs/", "stray.txt"]
+    assert not_ignored(written) == ["stray.txt"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,12 +400,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{page_id(path)}: CONVENTION: {error}")
                 failures += 1
                 continue
-            started = time.time()
-            for result in run_page(page_id(path), blocks, Path(store), args.keep_going):
+            started, written = time.time(), []
+            for result in run_page(page_id(path), blocks, Path(store), args.keep_going, written):
                 failures += result["status"].startswith("failed")
                 print(f"{result['where']}: {result['status']} ({result['seconds']} s)")
                 if result["status"].startswith("failed"):
                     print("    " + result["output"].strip().replace("\n", "\n    ")[-1500:])
+            if not_ignored(written):
+                failures += 1
+                print(f"{page_id(path)}: writes {not_ignored(written)} at the repository root: add to .gitignore")
             print(f"{page_id(path)}: {len(blocks)} blocks, {time.time() - started:.0f} s")
     return 1 if failures else 0
 
