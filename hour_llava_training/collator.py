@@ -23,9 +23,10 @@ samples with a video on transformers 5.17.
 
 A sample that cannot be used is dropped from its batch and counted under one of `SKIP_REASONS`: no assistant turn,
 a media block without a path, a path outside its root, a missing file, an undecodable video, a broken or foreign
-feature file, non-finite features or frames, anything else the processor refuses for that sample alone, or a sample
+feature file, non-finite features or frames, anything else the processor refuses for that sample alone, a sample
 in which no token is supervised (the chat template's turn markers were not found: a run of such samples stops at the
-broken-sample limit instead of training on nothing). A batch
+broken-sample limit instead of training on nothing), or text that spells out a turn marker (`<|im_start|>`,
+`<|im_end|>`: it would tokenize as one, open or close a turn in the middle of a message, and shift the labels). A batch
 with nothing left becomes one text-only sample whose labels are all ignored, so the step still runs (the same number
 of steps on every process) and teaches nothing. The collator keeps its own counts (`skipped`, `feature_hits`) and,
 with `report_in_batch=True` (set by `HourLlavaSFTTrainer`), also puts them in the batch under `REPORT_KEY`, so they
@@ -61,6 +62,7 @@ FOREIGN_FEATURES = "foreign_feature_file"
 NON_FINITE = "non_finite_media"
 UNPROCESSABLE = "unprocessable_sample"
 NO_TARGETS = "no_supervised_tokens"
+MARKER_IN_TEXT = "turn_marker_in_text"
 SKIP_REASONS = (
     EMPTY_CONVERSATION,
     MISSING_PATH,
@@ -73,6 +75,7 @@ SKIP_REASONS = (
     NON_FINITE,
     UNPROCESSABLE,
     NO_TARGETS,
+    MARKER_IN_TEXT,
 )
 # The processor's float media tensors, checked for NaN / inf (uint8 frames cannot hold them).
 FLOAT_MEDIA_KEYS = ("pixel_values", "pixel_values_videos", "video_features")
@@ -171,12 +174,27 @@ class HourLlavaDataCollator:
             return {"type": "image", "image": open_image(path)}
         return {**block, "path": path}
 
+    def check_turn_markers(self, messages: list[dict]) -> None:
+        """SampleError if a text block spells out the special token that opens an assistant turn or the end-of-turn
+        token: the labels are found from those tokens (`HourLlavaProcessor.assistant_label_mask`)."""
+        turn, tokenizer = self.processor.turn_format, self.processor.tokenizer
+        special = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+        markers = [tokenizer.decode([i]) for i in turn.header[:1] + (turn.end,) if i in special]
+        for index, message in enumerate(messages):
+            for block in message["content"]:
+                found = [m for m in markers if block["type"] == "text" and m in block.get("text", "")]
+                if found:
+                    raise SampleError(
+                        MARKER_IN_TEXT, f"message {index} ({message['role']}) spells out the turn marker {found[0]!r}"
+                    )
+
     def conversation(self, row: dict) -> list[dict]:
         """A row's messages ready for the chat template; SampleError if it cannot be trained on."""
         messages = row.get("messages")
         if not messages or not any(message.get("role") == "assistant" for message in messages):
             raise SampleError(EMPTY_CONVERSATION, "no assistant turn to learn from")
         messages = clean_messages([{**message, "content": message.get("content") or []} for message in messages])
+        self.check_turn_markers(messages)
         for message in messages:
             message["content"] = [
                 self.resolve(block) if block["type"] in MEDIA_TYPES else block for block in message["content"]
