@@ -16,12 +16,17 @@ lie under `media_root` or `feature_dir` when either is given. A video with a cac
 (run over `media_root`): `synthetic/video_0000.mp4` -> `<feature_dir>/synthetic/video_0000.safetensors`, the same
 file `dataset_builder.mixtures.videomarathon_chat(feature_root=...)` points rows at.
 
-Labels are the input ids where the processor's `{% generation %}` marks say "assistant", -100 elsewhere (padding
-included).
+Labels are the input ids of each assistant answer and its end-of-turn token (`red<|im_end|>`), -100 elsewhere: the
+turn header, the system prompt, user turns, placeholders and padding. The processor finds them from the token ids
+(`HourLlavaProcessor.assistant_label_mask`), not from transformers' `{% generation %}` mask, which is all zeros for
+samples with a video on transformers 5.17.
 
 A sample that cannot be used is dropped from its batch and counted under one of `SKIP_REASONS`: no assistant turn,
 a media block without a path, a path outside its root, a missing file, an undecodable video, a broken or foreign
-feature file, non-finite features or frames, or anything else the processor refuses for that sample alone. A batch
+feature file, non-finite features or frames, anything else the processor refuses for that sample alone, a sample
+in which no token is supervised (the chat template's turn markers were not found: a run of such samples stops at the
+broken-sample limit instead of training on nothing), or text that spells out a turn marker (`<|im_start|>`,
+`<|im_end|>`: it would tokenize as one, open or close a turn in the middle of a message, and shift the labels). A batch
 with nothing left becomes one text-only sample whose labels are all ignored, so the step still runs (the same number
 of steps on every process) and teaches nothing. The collator keeps its own counts (`skipped`, `feature_hits`) and,
 with `report_in_batch=True` (set by `HourLlavaSFTTrainer`), also puts them in the batch under `REPORT_KEY`, so they
@@ -56,6 +61,8 @@ BROKEN_FEATURES = "broken_feature_file"
 FOREIGN_FEATURES = "foreign_feature_file"
 NON_FINITE = "non_finite_media"
 UNPROCESSABLE = "unprocessable_sample"
+NO_TARGETS = "no_supervised_tokens"
+MARKER_IN_TEXT = "turn_marker_in_text"
 SKIP_REASONS = (
     EMPTY_CONVERSATION,
     MISSING_PATH,
@@ -67,6 +74,8 @@ SKIP_REASONS = (
     FOREIGN_FEATURES,
     NON_FINITE,
     UNPROCESSABLE,
+    NO_TARGETS,
+    MARKER_IN_TEXT,
 )
 # The processor's float media tensors, checked for NaN / inf (uint8 frames cannot hold them).
 FLOAT_MEDIA_KEYS = ("pixel_values", "pixel_values_videos", "video_features")
@@ -111,6 +120,12 @@ class HourLlavaDataCollator:
         feature_width: int | None = None,
         report_in_batch: bool = False,
     ):
+        if not callable(getattr(processor, "assistant_label_mask", None)):
+            raise TypeError(
+                f"{type(processor).__module__}.{type(processor).__name__} has no assistant_label_mask, which the "
+                "training labels come from: give an HourLlavaProcessor of this package (a checkpoint's own copy of "
+                "processing_hour_llava.py may predate it: save the checkpoint again with this package)"
+            )
         self.processor = processor
         self.media_root = os.fspath(media_root) if media_root is not None else None
         self.feature_dir = os.fspath(feature_dir) if feature_dir is not None else None
@@ -159,12 +174,27 @@ class HourLlavaDataCollator:
             return {"type": "image", "image": open_image(path)}
         return {**block, "path": path}
 
+    def check_turn_markers(self, messages: list[dict]) -> None:
+        """SampleError if a text block spells out the special token that opens an assistant turn or the end-of-turn
+        token: the labels are found from those tokens (`HourLlavaProcessor.assistant_label_mask`)."""
+        turn, tokenizer = self.processor.turn_format, self.processor.tokenizer
+        special = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+        markers = [tokenizer.decode([i]) for i in turn.header[:1] + (turn.end,) if i in special]
+        for index, message in enumerate(messages):
+            for block in message["content"]:
+                found = [m for m in markers if block["type"] == "text" and m in block.get("text", "")]
+                if found:
+                    raise SampleError(
+                        MARKER_IN_TEXT, f"message {index} ({message['role']}) spells out the turn marker {found[0]!r}"
+                    )
+
     def conversation(self, row: dict) -> list[dict]:
         """A row's messages ready for the chat template; SampleError if it cannot be trained on."""
         messages = row.get("messages")
         if not messages or not any(message.get("role") == "assistant" for message in messages):
             raise SampleError(EMPTY_CONVERSATION, "no assistant turn to learn from")
         messages = clean_messages([{**message, "content": message.get("content") or []} for message in messages])
+        self.check_turn_markers(messages)
         for message in messages:
             message["content"] = [
                 self.resolve(block) if block["type"] in MEDIA_TYPES else block for block in message["content"]
@@ -180,13 +210,10 @@ class HourLlavaDataCollator:
             tokenize=True,
             return_dict=True,
             return_tensors="pt",
-            return_assistant_tokens_mask=True,
             processor_kwargs={"padding": True, **self.processor_kwargs},
         )
-        labels = batch["input_ids"].masked_fill(batch.pop("assistant_masks") == 0, IGNORE_INDEX)
-        if "attention_mask" in batch:
-            labels = labels.masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
-        batch["labels"] = labels
+        supervised = self.processor.assistant_label_mask(batch["input_ids"], batch.get("attention_mask"))
+        batch["labels"] = batch["input_ids"].masked_fill(~supervised, IGNORE_INDEX)
         return dict(batch)
 
     def media_problem(self, batch: dict) -> tuple[str, str] | None:
@@ -207,6 +234,17 @@ class HourLlavaDataCollator:
                 return NON_FINITE, f"{key} holds NaN or infinite values"
         return None
 
+    def target_problem(self, batch: dict) -> tuple[str, str] | None:
+        """(NO_TARGETS, detail) if a sample of the batch has no supervised token, or None."""
+        if (batch["labels"] != IGNORE_INDEX).any(dim=1).all():
+            return None
+        turn = self.processor.turn_format
+        header, end = self.processor.decode(list(turn.header)), self.processor.decode([turn.end])
+        return NO_TARGETS, (
+            f"no token is supervised: no assistant turn opened by {header!r} and closed by {end!r} was found in "
+            "the token ids (HourLlavaProcessor.turn_format, read from the chat template)"
+        )
+
     def sample_problem(self, conversation: list[dict]) -> tuple[str, str] | None:
         """Why one conversation cannot be encoded on its own, or None."""
         try:
@@ -220,17 +258,20 @@ class HourLlavaDataCollator:
         except Exception as error:  # the processor raises many types; one sample's failure must not end the run
             return UNPROCESSABLE, f"{type(error).__name__}: {error}"
         problem = self.media_problem(batch)
-        return problem and (problem[0], f"{', '.join(media_paths(conversation))}: {problem[1]}")
+        if problem is None:
+            return self.target_problem(batch)
+        return problem[0], f"{', '.join(media_paths(conversation))}: {problem[1]}"
 
     def encode_samples(self, samples: list[tuple[str, list[dict]]]) -> tuple[dict | None, list[dict]]:
         """(batch of the usable samples or None, skipped entries). The whole batch is encoded at once; only when
-        that fails, or its media are unusable, is each sample tried alone to find the broken ones."""
+        that fails, its media are unusable or a sample has no supervised token, is each sample tried alone to find the
+        broken ones."""
         if not samples:
             return None, []
         batch_error = None
         try:
             batch = self.encode([conversation for _, conversation in samples])
-            if self.media_problem(batch) is None:
+            if self.media_problem(batch) is None and self.target_problem(batch) is None:
                 return batch, []
         except Exception as error:  # the broken sample is found sample by sample below
             batch_error = error

@@ -7,9 +7,9 @@ renders the chat template (`chat_template.jinja`, saved and loaded with the proc
 reference's Qwen ChatML prompt with its system prompt and the media tag first in a single-media message), decodes
 each video at 1 fps, expands every `<video>` into exactly as many placeholders as the model writes there
 (`num_video_tokens`, from the model config's token geometry) followed by the time instruction, and adds
-`memaug_query_mask`, the text tokens MemAug reads, for the `training` or `all` policy. The turn markers that policy
-and `end_of_turn_token_ids` need are read from the chat template and the tokenizer (`TurnFormat`), so a checkpoint
-with another decoder's chat format works as well as ChatML.
+`memaug_query_mask`, the text tokens MemAug reads, for the `training` or `all` policy. The turn markers that policy,
+`end_of_turn_token_ids` and the training labels (`assistant_label_mask`) need are read from the chat template and
+the tokenizer (`TurnFormat`), so a checkpoint with another decoder's chat format works as well as ChatML.
 
 No call leaves state on the processor: one instance serves several threads.
 """
@@ -19,6 +19,7 @@ import math
 import os
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -131,12 +132,28 @@ class TurnFormat:
     trailer: the ids after `end` that still belong to the turn (ChatML's newline).
     markers: the special ids the template writes around turns, plus the newline id when turns contain one: what the
         reference always trains on, so the `training` query policy leaves them out ("\\n", <|im_start|>, <|im_end|>).
+    answer_prefix: the ids the template writes between the header and the answer (ChatML's newline): part of the
+        header, not of the answer that training supervises.
     """
 
     header: tuple[int, ...]
     end: int | None
     trailer: tuple[int, ...]
     markers: tuple[int, ...]
+    answer_prefix: tuple[int, ...] = ()
+
+
+class AssistantTurn(NamedTuple):
+    """Where one assistant turn lies in a row of token ids (indices into the row).
+
+    start: its header's first token. answer: the answer's first token (after the header and `answer_prefix`).
+    answer_stop: one past its end-of-turn token (the row's length when the row ends before one). stop: one past
+    the turn's trailer."""
+
+    start: int
+    answer: int
+    answer_stop: int
+    stop: int
 
 
 def probe_turn_format(render, tokenizer) -> TurnFormat:
@@ -170,7 +187,10 @@ def probe_turn_format(render, tokenizer) -> TurnFormat:
     newline = encode("\n")
     if len(newline) == 1 and ("\n" in header_text or "\n" in after):
         markers.add(newline[0])
-    return TurnFormat(tuple(header), end, trailer, tuple(sorted(markers)))
+    before = conversation.split(PROBE_ANSWER, 1)[0] if PROBE_ANSWER in conversation else ""
+    opening = header_text.rstrip()
+    prefix = encode(before[before.rindex(opening) + len(opening) :]) if opening and opening in before else []
+    return TurnFormat(tuple(header), end, trailer, tuple(sorted(markers)), tuple(prefix))
 
 
 class HourLlavaProcessor(HourLlavaErrors, ProcessorMixin):
@@ -184,8 +204,10 @@ class HourLlavaProcessor(HourLlavaErrors, ProcessorMixin):
         `memory_hour_llava.memaug_query_mask`); `__call__` takes a per-call override.
     add_time_instruction (`bool`, True): put the reference's "The video lasts for ..." sentence after each video.
     chat_template: the Jinja template (default: `chat_template.jinja`, the reference's ChatML prompt). Any template
-        that writes `<video>` / `<image>` tags, an assistant header for `add_generation_prompt` and
-        `{% generation %}` blocks works: its turn markers are read from it and the tokenizer (`turn_format`).
+        that writes `<video>` / `<image>` tags, an assistant header for `add_generation_prompt` and a special
+        end-of-turn token works: its turn markers are read from it and the tokenizer (`turn_format`), and training
+        labels follow from them (`assistant_label_mask`). `{% generation %}` blocks are needed only for
+        `return_assistant_tokens_mask=True`.
 
     Errors are `HourLlavaError`s, also reachable as `processor.VideoDecodeError` / `processor.HourLlavaInputError`.
     """
@@ -499,26 +521,70 @@ class HourLlavaProcessor(HourLlavaErrors, ProcessorMixin):
     # -------------------------------------------------------------------------------------------------------------
     # MemAug query mask
     # -------------------------------------------------------------------------------------------------------------
+    def assistant_turns(self, ids: list[int]) -> list[AssistantTurn]:
+        """The assistant turns of one row of token ids, found by the markers of `turn_format`: each header, the
+        answer after it through the next end-of-turn token, and the trailer after that. A header with no end-of-turn
+        token after it (a trailing generation prompt, a cut-off row) runs to the end of the row."""
+        turn = self.turn_format
+        header, width, prefix = list(turn.header), len(turn.header), list(turn.answer_prefix)
+        turns, position = [], 0
+        while width and header[0] in ids[position:]:
+            position = ids.index(header[0], position)
+            if ids[position : position + width] != header:
+                position += 1
+                continue
+            answer = position + width
+            if prefix and ids[answer : answer + len(prefix)] == prefix:
+                answer += len(prefix)
+            end = ids.index(turn.end, position + width) if turn.end in ids[position + width :] else None
+            if end is None:
+                turns.append(AssistantTurn(position, min(answer, len(ids)), len(ids), len(ids)))
+                break
+            trailer = len(turn.trailer) if tuple(ids[end + 1 : end + 1 + len(turn.trailer)]) == turn.trailer else 0
+            turns.append(AssistantTurn(position, min(answer, end), end + 1, end + 1 + trailer))
+            position = end + 1 + trailer
+        return turns
+
+    def _turn_span_mask(self, input_ids: torch.Tensor, span) -> torch.Tensor:
+        """(B, L) bool: True over `span(turn) -> (first, stop)` of every assistant turn in each row of `input_ids`."""
+        rows = []
+        for ids in input_ids.tolist():
+            row = [False] * len(ids)
+            for found in self.assistant_turns(ids):
+                first, stop = span(found)
+                row[first:stop] = [True] * (stop - first)
+            rows.append(row)
+        return torch.tensor(rows, dtype=torch.bool).view(input_ids.shape)
+
     def assistant_turn_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) bool: every token of an assistant turn, from its header (`<|im_start|>assistant` in ChatML)
         through its end-of-turn token and the trailer after it (ChatML's newline); a trailing generation prompt
         counts as an assistant turn. The markers come from `turn_format`."""
+        return self._turn_span_mask(input_ids, lambda found: (found.start, found.stop))
+
+    def assistant_label_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) bool: the tokens training supervises, found from the token ids alone: each assistant answer and
+        its end-of-turn token (`red<|im_end|>` in ChatML). Not supervised: the turn header and the ids between it and
+        the answer (`<|im_start|>assistant\\n`), the trailer after the end-of-turn token (ChatML's newline), the
+        system prompt, user turns, `<image>` / `<video>` placeholders and padding (`attention_mask` 0).
+
+        Labels are `input_ids.masked_fill(~mask, -100)`. For the default template this is what
+        `apply_chat_template(..., return_assistant_tokens_mask=True)` marks from its `{% generation %}` blocks (tested
+        on transformers 5.23), without depending on that mechanism, whose mask is all zeros once `<video>` tags are
+        expanded on transformers 5.17. Unlike the reference (which also trains on the header, the trailer and every
+        "\\n", <|im_start|> and <|im_end|>), only the answers and their end tokens are targets."""
         turn = self.turn_format
-        header, width = list(turn.header), len(turn.header)
-        rows = []
-        for ids in input_ids.tolist():
-            row, position = [False] * len(ids), 0
-            while position < len(ids):
-                if not width or ids[position : position + width] != header:
-                    position += 1
-                    continue
-                end = ids.index(turn.end, position + width) if turn.end in ids[position + width :] else len(ids) - 1
-                trailer = len(turn.trailer) if tuple(ids[end + 1 : end + 1 + len(turn.trailer)]) == turn.trailer else 0
-                for covered in range(position, min(end + 1 + trailer, len(ids))):
-                    row[covered] = True
-                position = end + 1 + trailer
-            rows.append(row)
-        return torch.tensor(rows, dtype=torch.bool).view(input_ids.shape)
+        if turn.end is None:
+            raise HourLlavaInputError(
+                "the chat template ends assistant turns with no special token, so the answers cannot be found in the "
+                "token ids for training labels; use a template that closes each turn with a special token "
+                "(as ChatML's <|im_end|>)"
+            )
+        mask = self._turn_span_mask(input_ids, lambda found: (found.answer, found.answer_stop))
+        mask &= ~torch.isin(input_ids, torch.tensor([self.image_token_id, self.video_token_id]))
+        if attention_mask is not None:
+            mask &= attention_mask.bool()
+        return mask
 
     def memaug_query_mask(self, input_ids, attention_mask=None, policy: str | None = None):
         """Which text tokens join MemAug's query, for `policy` (`training` or `all`)."""
@@ -601,6 +667,7 @@ __all__ = [
     "FOREIGN_FEATURES_REASON",
     "GEOMETRY_FIELDS",
     "HourLlavaProcessor",
+    "AssistantTurn",
     "TIME_INSTRUCTION",
     "TurnFormat",
     "default_chat_template",
