@@ -23,7 +23,14 @@ SCRIPTS = PYPROJECT["project"]["scripts"]
 BIN = Path(sys.executable).parent
 # What only an extra installs: importing or running the model must not need any of it.
 EXTRAS_ONLY = ("trl", "peft", "datasets", "lmms_eval", "gguf", "accelerate", "pyarrow", "decord", "torchcodec", "cv2")
-PACKAGES = ("modeling_hour_llava", "dataset_builder", "hour_llava_lmms", "hour_llava_training", "hour_llava_testing")
+PACKAGES = (
+    "modeling_hour_llava",
+    "dataset_builder",
+    "hour_llava_lmms",
+    "hour_llava_training",
+    "hour_llava_testing",
+    "hour_llava_demo",
+)
 
 WITHOUT_EXTRAS = '''
 import importlib.machinery
