@@ -25,7 +25,8 @@ cross_attention MemAug's cross-attention alone at the one-hour shape (8,750 quer
 train           `train.py --stage stage3 --tiny` for 20 steps with bf16 and gradient checkpointing, on 4 synthetic
                 videos of which 2 have cached feature files (`--feature_dir`) and 2 are decoded: losses finite and
                 falling (mean of the last 3 below the mean of the first 3).
-train_fsdp      The same under `accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 1`.
+train_fsdp      The same under `accelerate launch --num_processes 1 --config_file` the FSDP launch config
+                (`hour_llava_training/configs/accelerate/fsdp.yaml`).
 evaluate        `python -m hour_llava_testing.tiny_benchmarks`, then `evaluate.py` on the tiny Video-MME and
                 LVBench copies with `--model-args device=<device>`.
 
@@ -750,7 +751,8 @@ def stage_train_fsdp(ctx: Context) -> None:
     output = ctx.workdir / "train-fsdp-run"
     shutil.rmtree(output, ignore_errors=True)
     launch = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/fsdp.yaml",
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", "hour_llava_training/configs/accelerate/fsdp.yaml",
         "--num_processes", "1", "--main_process_port", str(free_port()),
     ]  # fmt: skip
     probe = ctx.workdir / "probe-train-fsdp"

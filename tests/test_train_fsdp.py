@@ -1,13 +1,14 @@
 """FSDP2 on CPU.
 
-PyTorch's FSDP2 runs on CPU processes (gloo): sharding the tiny model as `configs/accelerate/fsdp.yaml` says (its
-wrapped layer classes, then the root) over 2 processes, stages 2 and 3 train on batches that mix cached features
-(one process) and decoded videos (the other) to the loss curve of one process, step for step. Wrapping the vision
-tower's or MemAug's layers instead breaks FSDP's collectives on such batches (shown below).
+PyTorch's FSDP2 runs on CPU processes (gloo): sharding the tiny model as the launch config
+`hour_llava_training/configs/accelerate/fsdp.yaml` says (its wrapped layer classes, then the root) over 2 processes,
+stages 2 and 3 train on batches that mix cached features (one process) and decoded videos (the other) to the loss
+curve of one process, step for step. Wrapping the vision tower's or MemAug's layers instead breaks FSDP's
+collectives on such batches (shown below).
 
-accelerate does not enable FSDP on CPU: `accelerate launch --config_file configs/accelerate/fsdp.yaml` with `--use_cpu`
-runs plain data parallel (`MULTI_CPU`; accelerate turns FSDP on only for accelerators). The test shows it, so it
-fails the day accelerate changes this and the docs must change with it.
+accelerate does not enable FSDP on CPU: `accelerate launch --config_file <that config>` with `--use_cpu` runs plain
+data parallel (`MULTI_CPU`; accelerate turns FSDP on only for accelerators). The test shows it, so it fails the day
+accelerate changes this and the docs must change with it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from train_data import build_training_data, video_row, write_rows
 from hour_llava_testing.tiny_model import write_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-FSDP_CONFIG = REPO / "configs" / "accelerate" / "fsdp.yaml"
+FSDP_CONFIG = REPO / "hour_llava_training" / "configs" / "accelerate" / "fsdp.yaml"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 # One process or, under torch.distributed.run, FSDP2 over all: each step trains on a pair of samples, the mean of their
