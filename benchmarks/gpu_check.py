@@ -791,7 +791,10 @@ def stage_evaluate(ctx: Context) -> None:
     start = time.perf_counter()
     run_logged(command, ctx.workdir / "evaluate.log", env)
     summary = json.loads((output / "summary.json").read_text())
-    [results] = [json.loads(p.read_text()) for p in (output / "lmms_eval").rglob("*_results.json")]
+    # evaluate.py runs lmms-eval once per benchmark: one results file each, all with this run's model arguments.
+    results = [json.loads(p.read_text()) for p in sorted((output / "lmms_eval").rglob("*_results.json"))]
+    if len(results) != len(EVAL_BENCHMARKS):
+        raise RuntimeError(f"evaluate.py wrote {len(results)} lmms-eval results for {len(EVAL_BENCHMARKS)} benchmarks")
     processes = probe_results(probe)
     cuda_peaks = [p["cuda_peak_allocated_bytes"] for p in processes if p.get("cuda_peak_allocated_bytes")]
     ctx.record(
@@ -801,8 +804,8 @@ def stage_evaluate(ctx: Context) -> None:
             for name, entry in summary["benchmarks"].items()
         },
         skipped_total=summary.get("skipped_total"),
-        model_args=results["config"]["model_args"],
-        model_backend=results["config"]["model_backend"],
+        model_args=sorted({str(r["config"]["model_args"]) for r in results}),
+        model_backend=sorted({r["config"]["model_backend"] for r in results}),
         probed_processes=processes,
         cuda_peak_allocated_bytes=max(cuda_peaks, default=None),
     )

@@ -208,9 +208,10 @@ def chat_rows(dataset, name: str, video_root: str | None):
 
 def build_mixture_folder(args: argparse.Namespace, out: str) -> dict:
     """Load each `PATH[:WEIGHT]`, interleave by weight, write one Parquet dataset with a short card."""
-    from datasets import DatasetDict, load_dataset
+    from datasets import DatasetDict
 
     from .hub import write_parquet_folder
+    from .loading import load_dataset_folder
     from .mixtures import build_mixture
 
     weights, sources = {}, {}
@@ -219,7 +220,7 @@ def build_mixture_folder(args: argparse.Namespace, out: str) -> dict:
         if not path or not weight.replace(".", "", 1).isdigit():
             path, weight = spec, "1"
         weights[path] = float(weight)
-        sources[path] = chat_rows(load_dataset(path, split=args.split), path, args.video_root)
+        sources[path] = chat_rows(load_dataset_folder(path, split=args.split), path, args.video_root)
     mixed = build_mixture(weights, sources, seed=args.seed, stopping_strategy=args.stopping_strategy)
     counts = {name: 0 for name in weights}
     for source in mixed["dataset"]:

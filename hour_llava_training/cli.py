@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate import PartialState
-from datasets import load_dataset
 from transformers import AutoModelForImageTextToText, AutoProcessor, HfArgumentParser
 from trl import SFTConfig
 
 from dataset_builder.chat import CHAT_FEATURES, modality_of
+from dataset_builder.loading import load_dataset_folder
 from dataset_builder.mixtures import build_mixture
 from hour_llava_testing.tiny_model import write_tiny_checkpoint
 from hour_llava_training import STAGES, HourLlavaDataCollator, HourLlavaSFTTrainer, apply_stage
@@ -191,11 +191,12 @@ def as_chat_rows(dataset, name: str):
 
 
 def load_mixture(specs: list[str], split: str, streaming: bool, seed: int, max_samples: int | None):
-    """`PATH[:WEIGHT]` entries -> one dataset of chat rows, mixed by weight (`dataset_builder.mixtures`)."""
+    """`PATH[:WEIGHT]` entries -> one dataset of chat rows, mixed by weight (`dataset_builder.mixtures`). A local
+    folder is read as it is now, never from the cache of an earlier folder (`dataset_builder.loading`)."""
     weights, sources = {}, {}
     for spec in specs:
         path, weight = parse_dataset_spec(spec)
-        sources[path] = as_chat_rows(load_dataset(path, split=split, streaming=streaming), path)
+        sources[path] = as_chat_rows(load_dataset_folder(path, split=split, streaming=streaming), path)
         weights[path] = weight
     mixed = sources[path] if len(sources) == 1 else build_mixture(weights, sources, seed=seed, streaming=streaming)
     if max_samples is not None:
