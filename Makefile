@@ -11,7 +11,7 @@ demo: setup
 	$(PY) demo.py
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q  # testpaths: tests/ (the product) and research/ (the recall study)
 
 bench: setup
 	$(PY) benchmarks/long_video_memory.py
