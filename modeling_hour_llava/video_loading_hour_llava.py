@@ -8,7 +8,7 @@ reaches the vision tower with at most one chunk per core in memory. Paths may st
 variables (`$DATA/videos/a.mp4`), as in a shell.
 
 Backends: `backend="pyav"` (the default, also what "auto" picks) or "torchcodec". The PyAV path uses every core:
-the sampled frames are cut into one time range per core, each decoded by its own decoder (2 frame threads) that
+the sampled frames are cut into one time range per core, each decoded by its own single-threaded decoder that
 seeks to the keyframe before its range (PyAV releases the GIL while decoding); between samples it skips
 non-reference frames, and it converts only the sampled frames, straight to planar RGB. Ranges give the bytes of
 one sequential decode (`tests/test_video_loading.py`). torchcodec (`pip install .[torchcodec]` and FFmpeg's shared
@@ -40,11 +40,12 @@ from .errors_hour_llava import VideoDecodeError
 BACKENDS = ("auto", "pyav", "torchcodec")
 # A worker decodes at least this many sampled frames: fewer are not worth a seek and a decoder of their own.
 MIN_FRAMES_PER_WORKER = 16
-# Frame threads of each range's decoder (at least; more where ranges are fewer than workers). Two cost 4% to 21%
-# more CPU than one, but decoders whose threads wait on each other keep their share of a busy machine's cores, where
-# single-threaded ones (never sleeping) lose it: up to 2.4x the wall time on the shared benchmark machine
-# (benchmarks/video_decoding.py, `ours, 1 thread per range`; docs/benchmarks.md).
-FRAME_THREADS_PER_RANGE = 2
+# Frame threads of each range's decoder (at least; more where ranges are fewer than workers). On an idle 2-core
+# machine one is faster than two and spends 7% to 22% less CPU (10 min 360p x264: 2.37 s against 3.15 s; 720p
+# VP9: 17.95 s against 19.13 s; medians of 3); on a machine shared with busy processes two keep more of its cores
+# (single-threaded decoders never sleep, so they lose the scheduler's share): benchmarks/video_decoding.py,
+# `ours, 2 threads per range`; docs/benchmarks.md.
+FRAME_THREADS_PER_RANGE = 1
 # While streaming, at most this many bytes of decoded frames are held (one chunk per worker, at least one chunk).
 STREAM_SEGMENT_BYTES = 1 << 30
 
