@@ -25,6 +25,8 @@ Identical inputs give byte-identical files.
 Any file name works (names that are not UTF-8 are recorded with `\\xNN` escapes). Every video, from the scan or
 from `--video-list`, must lie inside `--video-root` once symlinks are resolved: entries that are absolute, climb
 out with `..` or link outside are skipped and counted (`path_escapes_root`, listed under `refused`), never read.
+Videos that differ only in their suffix (`clip.mp4`, `clip.mkv`) would share one feature file: all of them are
+refused and counted the same way (`ambiguous_feature_name`); the run goes on with the others.
 Videos that cannot be decoded, or whose features come out NaN or infinite, are skipped and counted by reason. The
 run ends with `extraction_report.json` (atomic) in the output folder (created if missing): per-process counts,
 failures, videos/s and seconds of video per second.
@@ -66,6 +68,7 @@ FEATURE_CONFIG_FIELDS = (
 )
 VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype")
 VALID, MISSING, STALE, INVALID, CHANGED = "valid", "missing", "stale", "invalid", "changed"
+AMBIGUOUS_FEATURE_NAME = "ambiguous_feature_name"  # two videos, one feature file: `clip.mp4` and `clip.mkv`
 
 
 class StaleFeaturesError(RuntimeError):
@@ -128,12 +131,7 @@ def list_videos(video_root: str, video_list: str | None = None) -> list[str]:
             for name in names
             if name.lower().endswith(VIDEO_SUFFIXES) and not name.startswith(".")
         ]
-    videos = sorted(set(videos))
-    outputs = Counter(feature_name(video) for video in videos)
-    clashes = [name for name, count in outputs.items() if count > 1]
-    if clashes:
-        raise ValueError(f"videos that differ only in their suffix would share a feature file: {clashes[:5]}")
-    return videos
+    return sorted(set(videos))
 
 
 def confine_videos(video_root: str, videos: list[str]) -> tuple[list[str], list[dict]]:
@@ -149,7 +147,24 @@ def confine_videos(video_root: str, videos: list[str]) -> tuple[list[str], list[
             refused.append({"video": metadata_text(video), "reason": error.reason, "detail": metadata_text(error)})
             continue
         kept.append(os.path.normpath(video))
-    return sorted(set(kept)), refused
+    kept, ambiguous = refuse_shared_feature_names(sorted(set(kept)))
+    return kept, refused + ambiguous
+
+
+def refuse_shared_feature_names(videos: list[str]) -> tuple[list[str], list[dict]]:
+    """(videos with a feature file of their own, refused ones): videos that differ only in their suffix
+    (`clip.mp4`, `clip.mkv`) would write the same `clip.safetensors`, and a reader could not tell whose features it
+    got, so all of them are refused (`ambiguous_feature_name`)."""
+    owners = Counter(feature_name(video) for video in videos)
+    kept, refused = [], []
+    for video in videos:
+        name = feature_name(video)
+        if owners[name] == 1:
+            kept.append(video)
+            continue
+        detail = f"{owners[name]} videos would share the feature file {name!r}; rename all but one"
+        refused.append({"video": metadata_text(video), "reason": AMBIGUOUS_FEATURE_NAME, "detail": detail})
+    return kept, refused
 
 
 def feature_name(video: str) -> str:

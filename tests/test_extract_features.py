@@ -360,6 +360,23 @@ def test_video_list_entries_may_not_leave_the_root(workspace, odd_root, tmp_path
     assert not list(base.glob("*.safetensors")) and not list(base.parent.glob("*.safetensors"))
 
 
+def test_videos_that_would_share_a_feature_file_are_refused_and_the_rest_extracted(workspace, tmp_path, one_thread):
+    """`clip.mp4` and `clip.mkv` would both write `clip.safetensors`: both are refused and counted (a reader could
+    not tell whose features it got), not the whole run aborted; the other videos are extracted."""
+    from dataset_builder.synthetic_video import write_video
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    write_video(root / "clip.mp4", 12, fps=4, width=32, height=32)
+    shutil.copyfile(root / "clip.mp4", root / "clip.mkv")
+    write_video(root / "other.mp4", 12, fps=4, width=32, height=32)
+    report = odd_run(workspace, root, tmp_path / "out")
+    assert report["counts"] == {"computed": 1, "ambiguous_feature_name": 2}
+    assert sorted(entry["video"] for entry in report["refused"]) == ["clip.mkv", "clip.mp4"]
+    assert all("clip.safetensors" in entry["detail"] for entry in report["refused"])
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.safetensors")) == ["other.safetensors"]
+
+
 def flip_bytes(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-100] ^= 0xFF
