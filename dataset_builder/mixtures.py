@@ -17,9 +17,11 @@ in a report (`strict=True` raises), like the VideoMarathon builder.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ from .chat import CHAT_FEATURES, map_media_paths, media_block, modality_of, text
 from .media import (
     EMPTY_TEXT,
     INVALID_FIELD,
+    UNKNOWN_SOURCE,
     ExclusionReport,
     RowError,
     check_media,
@@ -41,6 +44,8 @@ from .media import (
     text_field,
 )
 from .videomarathon import conversation_turns, read_annotation_items, source_root
+
+logger = logging.getLogger(__name__)
 
 WRONG_MODALITY = "wrong_modality"
 MEDIA_TAG = "<image>"
@@ -262,26 +267,46 @@ def videomarathon_chat(
     video_roots: dict[str, str] | None = None,
     feature_root: str | None = None,
     name: str = "videomarathon",
+    skipped: Counter | None = None,
 ):
     """VideoMarathon rows (either config, built here or loaded from the Hub) -> chat rows whose video block points
     at the local video, or at its memory-repository file `feature_root/<source>/<video stem>.safetensors` (what
-    stage 3 trains on; the processor reads it as features)."""
+    stage 3 trains on; the processor reads it as features).
 
-    def convert(row: dict) -> dict:
+    A row whose video cannot be placed (its path leaves its root, or its source has no video root) is skipped with
+    a warning naming the row, and counted by reason in `skipped` (as rows are read, so a streamed dataset counts
+    as it streams)."""
+
+    def place(row: dict) -> str:
         if feature_root:
             relative = os.path.splitext(f"{row['source']}/{row['video']}")[0] + ".safetensors"
-            path = resolve_under_root(feature_root, relative, what=f"features of row {row['id']}")
-        else:
-            root = source_root(row["source"], video_root, video_roots)
-            if root is None:
-                raise ValueError(f"row {row['id']}: no video root for source {row['source']!r}")
-            path = resolve_under_root(root, row["video"], what=f"video of row {row['id']}")
+            return resolve_under_root(feature_root, relative, what=f"features of row {row['id']}")
+        root = source_root(row["source"], video_root, video_roots)
+        if root is None:
+            raise RowError(f"row {row['id']}: no video root for source {row['source']!r}", UNKNOWN_SOURCE)
+        return resolve_under_root(root, row["video"], what=f"video of row {row['id']}")
+
+    def placeable(row: dict) -> bool:
+        try:
+            place(row)
+        except RowError as error:
+            if skipped is not None:
+                skipped[error.reason] += 1
+            logger.warning("videomarathon_chat: row %s skipped (%s): %s", row["id"], error.reason, error)
+            return False
+        return True
+
+    def convert(row: dict) -> dict:
+        path = place(row)
         messages = map_media_paths(row["messages"], lambda kind, _: path if kind == "video" else _)
         return {"id": row["id"], "dataset": name, "modality": "video", "messages": messages}
 
     columns = [column for column in (dataset.column_names or []) if column not in CHAT_FEATURES]
-    converted = dataset.map(convert, remove_columns=columns)
-    return converted.cast(CHAT_FEATURES)
+    if isinstance(dataset, datasets.Dataset):  # counted on every call, not read back from datasets' cache
+        kept = dataset.filter(placeable, load_from_cache_file=False, keep_in_memory=True)
+    else:
+        kept = dataset.filter(placeable)
+    return kept.map(convert, remove_columns=columns).cast(CHAT_FEATURES)
 
 
 def build_mixture(

@@ -15,6 +15,7 @@ import re
 import shutil
 from collections import Counter
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -278,6 +279,21 @@ def test_paths_may_not_escape_their_root(tmp_path, synthetic):
     assert sum(len(split) for split in splits.values()) == len(synthetic.rows)
     with pytest.raises(ValueError, match="path_escapes_root"):
         build(tmp_path / "strict", "qa", str(annotations), str(root), strict=True)
+
+
+def test_chat_rows_skip_and_count_rows_whose_video_cannot_be_placed(tmp_path, synthetic):
+    """Rows from elsewhere (the Hub, a hand-edited copy) whose video leaves its root or whose source has no root
+    are skipped and counted by reason, not raised on for the whole dataset; map-style and streamed alike."""
+    _, splits = build(tmp_path, "grouped", synthetic.hub_rows, synthetic.video_root)
+    rows = splits["train"].to_list()
+    rows[0] = {**rows[0], "video": "../../outside.mp4"}
+    rows[1] = {**rows[1], "source": "nowhere/else"}
+    edited = datasets.Dataset.from_list(rows, features=splits["train"].features)
+    for dataset in (edited, edited.to_iterable_dataset()):
+        skipped = Counter()
+        chat = list(videomarathon_chat(dataset, video_root=synthetic.video_root, skipped=skipped))
+        assert [row["id"] for row in chat] == [row["id"] for row in rows[2:]]
+        assert skipped == {"path_escapes_root": 1, "unknown_source": 1}
 
 
 def test_rows_feed_the_processor_chat_template(tmp_path, synthetic):
