@@ -40,9 +40,8 @@ DUPLICATE_ID = "duplicate_id"
 EXAMPLES_PER_REASON = 20
 # The probe decodes from this many seconds before the claimed end (then from further back, then the whole stream).
 END_WINDOWS_SECONDS = (10.0, 60.0)
-# A stream whose frames end this much before its last planned frame is truncated: the loader's tolerance at 1 fps
-# (`video_loading_hour_llava._check_coverage`, two sampled frames).
-TRUNCATION_SLACK_SECONDS = 2.0
+# The rate the probe checks coverage at: the loader's (`video_loading_hour_llava.truncation_slack` gives the slack).
+PROBE_SAMPLE_FPS = 1.0
 
 
 class RowError(ValueError):
@@ -163,7 +162,11 @@ def check_media(path: str, mode: str = "exists") -> tuple[str | None, str, float
         return problem
     if mode == "exists":
         return None, "", None
-    from modeling_hour_llava.video_loading_hour_llava import VideoDecodeError, probe_video  # imports transformers
+    from modeling_hour_llava.video_loading_hour_llava import (  # imports transformers
+        VideoDecodeError,
+        probe_video,
+        truncation_slack,
+    )
 
     try:
         info = probe_video(path)
@@ -175,7 +178,7 @@ def check_media(path: str, mode: str = "exists") -> tuple[str | None, str, float
     claimed = (info.num_frames - 1) / info.fps  # the loader's last planned frame
     if last is None:
         return UNREADABLE, f"{path}: no frame decodes", None
-    if claimed - last > max(TRUNCATION_SLACK_SECONDS, 2.0 / info.fps):
+    if claimed - last > truncation_slack(info.fps, PROBE_SAMPLE_FPS):
         return TRUNCATED, f"{path}: truncated: frames end at {last:.2f} s, the container claims {claimed:.2f} s", None
     return None, "", last + 1.0 / info.fps
 

@@ -455,6 +455,13 @@ def _decode_into(
     return len(targets)
 
 
+def truncation_slack(video_fps: float, sample_fps: float) -> float:
+    """Seconds the decoded frames may end before the last planned frame (metadata slop): two video frames or two
+    sampled frames, whichever is longer. More than that and the video counts as truncated (here and in
+    `dataset_builder`'s probe)."""
+    return max(2.0 / video_fps, 2.0 / sample_fps)
+
+
 def _check_coverage(info: VideoInfo, targets: np.ndarray, times: np.ndarray, decoded: int, sample_fps: float) -> None:
     """Refuse a stream that ends well before the targets; a few missing frames at the very end (metadata slop) are
     tolerated and later repeat the last decoded frame."""
@@ -462,8 +469,7 @@ def _check_coverage(info: VideoInfo, targets: np.ndarray, times: np.ndarray, dec
         raise VideoDecodeError(info.path, "no decodable frames")
     if decoded < len(targets):
         covered = times[decoded - 1]
-        slack = max(2.0 / info.fps, 2.0 / sample_fps)
-        if targets[-1] - covered > slack:
+        if targets[-1] - covered > truncation_slack(info.fps, sample_fps):
             raise VideoDecodeError(
                 info.path, f"truncated: frames end at {covered:.2f} s, but the video claims {info.duration:.2f} s"
             )
