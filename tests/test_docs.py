@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from clone_files import clone_files
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = ("python", "bash")
@@ -196,15 +197,8 @@ def prepare_fixture(name: str, store: Path) -> Path:
 
 def clone_view(folder: Path) -> None:
     """Link every top-level entry of the repository into `folder`, so commands written for a clone run there."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for top in sorted({name.split("/")[0] for name in listed}):
-        if (REPO / top).exists() and not (folder / top).exists():
+    for top in sorted({name.split("/")[0] for name in clone_files()}):
+        if not (folder / top).exists():
             (folder / top).symlink_to(REPO / top)
 
 

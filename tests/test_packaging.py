@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from clone_files import clone_files
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -211,23 +212,11 @@ def test_train_console_script_exits_0_after_training(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # The wheel
 # ---------------------------------------------------------------------------------------------------------------
-def source_files() -> list[str]:
-    """What a clone holds: tracked files and untracked ones git does not ignore."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [name for name in listed.stdout.splitlines() if (REPO / name).is_file()]
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
     """Build the wheel from a copy of the source tree (so the build leaves nothing in the repository)."""
     tree = tmp_path_factory.mktemp("tree")
-    for name in source_files():
+    for name in clone_files():
         target = tree / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes((REPO / name).read_bytes())
@@ -244,9 +233,7 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
 def test_wheel_holds_every_module_and_data_file_of_the_packages(wheel):
     names = set(wheel.namelist())
     expected = {
-        name
-        for name in source_files()
-        if name.split("/")[0] in PACKAGES and name.endswith((".py", ".yaml", ".json"))
+        name for name in clone_files() if name.split("/")[0] in PACKAGES and name.endswith((".py", ".yaml", ".json"))
     }
     assert expected - names == set()
     assert "hour_llava_training/configs/accelerate/fsdp.yaml" in names

@@ -105,30 +105,27 @@ def server(checkpoint, tmp_path_factory):
         log.close()
 
 
-def ask(server: str, checkpoint: str, content) -> tuple[str, int]:
+def complete(server: str, checkpoint: str, content, stream: bool = False):
+    """One greedy chat completion of a user turn through the unpatched `openai` client."""
     from openai import OpenAI
 
     client = OpenAI(base_url=f"{server}/v1", api_key="unused", timeout=300)
-    answer = client.chat.completions.create(
+    return client.chat.completions.create(
         model=checkpoint,
         messages=[{"role": "user", "content": content}],
         max_tokens=MAX_NEW_TOKENS,
         temperature=0,
+        stream=stream,
     )
+
+
+def ask(server: str, checkpoint: str, content) -> tuple[str, int]:
+    answer = complete(server, checkpoint, content)
     return answer.choices[0].message.content, answer.usage.prompt_tokens
 
 
 def ask_streaming(server: str, checkpoint: str, content) -> str:
-    from openai import OpenAI
-
-    client = OpenAI(base_url=f"{server}/v1", api_key="unused", timeout=300)
-    chunks = client.chat.completions.create(
-        model=checkpoint,
-        messages=[{"role": "user", "content": content}],
-        max_tokens=MAX_NEW_TOKENS,
-        temperature=0,
-        stream=True,
-    )
+    chunks = complete(server, checkpoint, content, stream=True)
     return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
 
 
