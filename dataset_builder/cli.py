@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 CONFIGS = ("grouped", "qa")
@@ -189,8 +190,9 @@ def build_synthetic(args: argparse.Namespace, out: str) -> dict:
     return build_videomarathon([data.hub_rows], data.video_root, os.path.join(out, "parquet"), args)
 
 
-def chat_rows(dataset, name: str, video_root: str | None):
-    """A loaded dataset as chat rows: chat datasets as they are, VideoMarathon builds through `videomarathon_chat`."""
+def chat_rows(dataset, name: str, video_root: str | None, skipped: Counter | None = None):
+    """A loaded dataset as chat rows: chat datasets as they are, VideoMarathon builds through `videomarathon_chat`
+    (rows whose video cannot be placed are dropped and counted by reason in `skipped`)."""
     from .chat import CHAT_FEATURES
     from .mixtures import videomarathon_chat
 
@@ -200,7 +202,7 @@ def chat_rows(dataset, name: str, video_root: str | None):
     if {"source", "video", "messages"} <= columns:
         if not video_root:
             raise ValueError(f"{name} holds VideoMarathon rows: pass --video-root (the root of their videos)")
-        return videomarathon_chat(dataset, video_root=video_root, name=name)
+        return videomarathon_chat(dataset, video_root=video_root, name=name, skipped=skipped)
     raise ValueError(
         f"{name} has columns {sorted(columns)}: expected chat rows {sorted(CHAT_FEATURES)} or a VideoMarathon build"
     )
@@ -214,13 +216,14 @@ def build_mixture_folder(args: argparse.Namespace, out: str) -> dict:
     from .loading import load_dataset_folder
     from .mixtures import build_mixture
 
-    weights, sources = {}, {}
+    weights, sources, skipped = {}, {}, {}
     for spec in args.dataset:
         path, _, weight = spec.rpartition(":")
         if not path or not weight.replace(".", "", 1).isdigit():
             path, weight = spec, "1"
         weights[path] = float(weight)
-        sources[path] = chat_rows(load_dataset_folder(path, split=args.split), path, args.video_root)
+        skipped[path] = Counter()
+        sources[path] = chat_rows(load_dataset_folder(path, split=args.split), path, args.video_root, skipped[path])
     mixed = build_mixture(weights, sources, seed=args.seed, stopping_strategy=args.stopping_strategy)
     counts = {name: 0 for name in weights}
     for source in mixed["dataset"]:
@@ -232,7 +235,11 @@ def build_mixture_folder(args: argparse.Namespace, out: str) -> dict:
         "The licence of each source applies to its rows.\n"
     )
     write_parquet_folder({"default": DatasetDict({args.split: mixed})}, out, card=card)
-    return {"rows": len(mixed), "by_source": counts}
+    return {
+        "rows": len(mixed),
+        "by_source": counts,
+        "skipped_rows": {name: dict(c) for name, c in skipped.items() if c},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

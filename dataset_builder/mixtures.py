@@ -48,6 +48,7 @@ from .videomarathon import conversation_turns, read_annotation_items, source_roo
 logger = logging.getLogger(__name__)
 
 WRONG_MODALITY = "wrong_modality"
+SKIP_COLUMN = "_skip_reason"  # videomarathon_chat: why a row is dropped ("" when kept)
 MEDIA_TAG = "<image>"
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 SOURCE_MODALITIES = {
@@ -286,27 +287,26 @@ def videomarathon_chat(
             raise RowError(f"row {row['id']}: no video root for source {row['source']!r}", UNKNOWN_SOURCE)
         return resolve_under_root(root, row["video"], what=f"video of row {row['id']}")
 
-    def placeable(row: dict) -> bool:
-        try:
-            place(row)
-        except RowError as error:
-            if skipped is not None:
-                skipped[error.reason] += 1
-            logger.warning("videomarathon_chat: row %s skipped (%s): %s", row["id"], error.reason, error)
-            return False
-        return True
-
     def convert(row: dict) -> dict:
-        path = place(row)
-        messages = map_media_paths(row["messages"], lambda kind, _: path if kind == "video" else _)
-        return {"id": row["id"], "dataset": name, "modality": "video", "messages": messages}
+        reason, messages = "", row["messages"]
+        try:
+            path = place(row)
+            messages = map_media_paths(messages, lambda kind, _: path if kind == "video" else _)
+        except RowError as error:
+            reason = error.reason
+            logger.warning("videomarathon_chat: row %s skipped (%s): %s", row["id"], reason, error)
+        return {"id": row["id"], "dataset": name, "modality": "video", "messages": messages, SKIP_COLUMN: reason}
+
+    def kept(reason: str) -> bool:
+        if reason and skipped is not None:
+            skipped[reason] += 1
+        return not reason
 
     columns = [column for column in (dataset.column_names or []) if column not in CHAT_FEATURES]
-    if isinstance(dataset, datasets.Dataset):  # counted on every call, not read back from datasets' cache
-        kept = dataset.filter(placeable, load_from_cache_file=False, keep_in_memory=True)
-    else:
-        kept = dataset.filter(placeable)
-    return kept.map(convert, remove_columns=columns).cast(CHAT_FEATURES)
+    converted = dataset.map(convert, remove_columns=columns)
+    # Counted on every call: a map-style filter is not read back from datasets' cache (the map may be).
+    fresh = {"load_from_cache_file": False, "keep_in_memory": True} if isinstance(dataset, datasets.Dataset) else {}
+    return converted.filter(kept, input_columns=SKIP_COLUMN, **fresh).remove_columns(SKIP_COLUMN).cast(CHAT_FEATURES)
 
 
 def build_mixture(

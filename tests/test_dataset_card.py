@@ -13,7 +13,7 @@ import datasets
 import pytest
 
 from dataset_builder.cli import main as build
-from dataset_builder.hub import format_duration, split_front_matter, videomarathon_card
+from dataset_builder.hub import format_duration, split_front_matter, videomarathon_card, write_parquet_folder
 from dataset_builder.loading import load_dataset_folder
 
 SYNTHETIC = ["--videos", "3", "--min-seconds", "3", "--max-seconds", "7", "--fps", "2", "--width", "48"]
@@ -113,6 +113,21 @@ def test_a_mixture_is_built_from_videomarathon_and_chat_rows(synthetic, tmp_path
     assert len(mixed) == len(datasets.load_dataset(str(grouped), split="train"))
     video = next(block["path"] for block in mixed[0]["messages"][0]["content"] if block["type"] == "video")
     assert Path(video).is_file()
+
+
+def test_a_mixture_skips_and_reports_rows_whose_video_leaves_its_root(synthetic, tmp_path, capsys):
+    grouped = datasets.load_dataset(str(synthetic / "parquet" / "grouped"), split="train")
+    rows = grouped.to_list()
+    rows[0] = {**rows[0], "video": "../../outside.mp4"}
+    edited = write_parquet_folder(
+        {"grouped": datasets.DatasetDict(train=datasets.Dataset.from_list(rows, features=grouped.features))},
+        tmp_path / "edited",
+    )
+    assert build(["mixture", "--dataset", str(edited), "--video-root", str(synthetic / "videos"),
+                  "--out", str(tmp_path / "mix")]) == 0  # fmt: skip
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["rows"] == len(rows) - 1
+    assert summary["skipped_rows"] == {str(edited): {"path_escapes_root": 1}}
 
 
 def test_videomarathon_rows_without_a_video_root_are_refused(synthetic, tmp_path):
